@@ -1,0 +1,254 @@
+/**
+ * ferry as a library: a server that receives messages and files, and a client that sends them.
+ * The CLI (`apps/`) is built on exactly these two functions.
+ *
+ * @example
+ * ```ts
+ * import { createServer, createClient } from 'ferry';
+ * const server = createServer({ port: 0, uploadDir: './upload' });
+ * const { port } = await server.listen();
+ * const client = createClient({ port });
+ * console.log(await client.message('hello'));        // "hello"
+ * console.log(await client.upload('./photo.png'));   // { savedAs: 'photo.png', sha256: '…', … }
+ * await client.close();
+ * await server.close();
+ * ```
+ */
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import { createActor, waitFor, type Actor } from 'xstate';
+import { clientMachine, type ClientEmitted } from './machines/client.machine.js';
+import { serverMachine } from './machines/server.machine.js';
+import { nativeOnly, type CodecFactory } from './machines/actors/session-connection.js';
+import { UploadStore } from './media/upload-store.js';
+import { FerryError } from './transport/errors.js';
+import { DEFAULT_LIMITS } from './transport/frames.js';
+import { dialNet } from './transport/net-transport.js';
+import type { Dialer } from './transport/transport.js';
+
+export { FerryError, ProtocolError, ErrorCodes, type ErrorCode } from './transport/errors.js';
+export type { Transport, Dialer } from './transport/transport.js';
+export { clientMachine } from './machines/client.machine.js';
+export { serverMachine } from './machines/server.machine.js';
+export { sessionMachine } from './machines/session.machine.js';
+
+/** The version this package announces in its handshake. */
+export const AGENT = 'ferry/0.1.0';
+export const DEFAULT_PORT = 9098;
+export const DEFAULT_HOST = '127.0.0.1';
+
+export interface ServerOptions {
+  /** Address to listen on. Default `127.0.0.1`. */
+  host?: string;
+  /** Port to listen on; 0 picks a free one. Default 9098. */
+  port?: number;
+  /** Where received files are saved. Default `./upload`. */
+  uploadDir?: string;
+  /** Largest message in bytes. Default 1 MiB. */
+  maxMessage?: number;
+  /** Largest control frame in bytes. Default 64 KiB. */
+  maxFrame?: number;
+  /** Largest file in bytes. Default: whatever free disk space allows. */
+  maxFileSize?: number;
+  /** A connection that has not completed its handshake by then is closed. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** On `close()`, how long transfers in flight may take to finish. Default 10 s. */
+  graceMs?: number;
+  /** pino logger to write the server's log lines to. Default: silent. */
+  logger?: Logger;
+}
+
+export interface FerryServer {
+  /** Starts listening; resolves with the bound address. */
+  listen(): Promise<{ host: string; port: number }>;
+  /** Stops accepting, lets transfers in flight finish (up to the grace period), then closes. */
+  close(): Promise<void>;
+  /** The root XState actor (the server machine), for inspection. */
+  readonly actor: Actor<typeof serverMachine>;
+}
+
+/** Creates a ferry server. Nothing listens until `listen()`. */
+export function createServer(options: ServerOptions = {}): FerryServer {
+  const limits = { maxMessage: options.maxMessage ?? DEFAULT_LIMITS.maxMessage, maxFrame: options.maxFrame ?? DEFAULT_LIMITS.maxFrame };
+  const codecs: CodecFactory = nativeOnly;
+  const store = new UploadStore({
+    root: path.resolve(options.uploadDir ?? 'upload'),
+    ...(options.maxFileSize !== undefined ? { maxFileSize: options.maxFileSize } : {}),
+  });
+  const actor = createActor(serverMachine, {
+    id: 'server',
+    input: {
+      host: options.host ?? DEFAULT_HOST,
+      port: options.port ?? DEFAULT_PORT,
+      store,
+      log: options.logger ?? pino({ level: 'silent' }),
+      limits,
+      codecs,
+      timeouts: { handshakeMs: options.handshakeTimeoutMs ?? 10_000 },
+      agent: AGENT,
+      graceMs: options.graceMs ?? 10_000,
+    },
+  });
+  let listening: Promise<{ host: string; port: number }> | undefined;
+
+  return {
+    actor,
+    listen() {
+      listening ??= (async () => {
+        await store.init();
+        actor.start();
+        const snapshot = await waitFor(actor, (s) => s.matches('listening') || s.status === 'done');
+        if (!snapshot.matches('listening')) {
+          const error = snapshot.context.error as NodeJS.ErrnoException | undefined;
+          const where = `${snapshot.context.host}:${snapshot.context.port}`;
+          if (error?.code === 'EADDRINUSE') throw new FerryError('E_STORE_FAILED', `Port ${snapshot.context.port} is already in use; stop the other server or pick another --port.`, { cause: error });
+          if (error?.code === 'EACCES') throw new FerryError('E_STORE_FAILED', `Not allowed to listen on ${where}; pick a port above 1023.`, { cause: error });
+          throw new FerryError('E_STORE_FAILED', `Could not listen on ${where} (${error?.message ?? 'unknown error'}).`, { cause: error });
+        }
+        return snapshot.context.address!;
+      })();
+      return listening;
+    },
+    async close() {
+      if (actor.getSnapshot().status !== 'active') return;
+      actor.send({ type: 'stop' });
+      await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
+    },
+  };
+}
+
+export interface ClientOptions {
+  /** Server address. Default `127.0.0.1`. */
+  host?: string;
+  /** Server port. Default 9098. */
+  port?: number;
+  /** Delay before the first reconnect attempt. Default 250 ms. */
+  retryInitialMs?: number;
+  /** Longest delay between attempts. Default 5 s. */
+  retryMaxMs?: number;
+  /** Give up when the server has been unreachable this long. Default: never (`undefined`). */
+  retryForMs?: number;
+  /** The server must complete the handshake within this time. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** Upload rate limit in bytes per second. */
+  rateLimit?: number;
+  /** Identifies this client to the server across reconnects. Default: a random UUID. */
+  clientId?: string;
+  /** Opens the connection; replaces host/port, e.g. for tests over in-memory transports. */
+  dial?: Dialer;
+}
+
+export interface UploadOptions {
+  /** Name to offer instead of the file's own base name. */
+  name?: string;
+  /** Called as bytes are sent. */
+  onProgress?(sent: number, total: number): void;
+}
+
+export interface UploadResult {
+  /** The local path that was sent. */
+  file: string;
+  /** The name the server stored it under. */
+  savedAs: string;
+  bytes: number;
+  sha256: string;
+  /** Offset the upload continued from (0 for a fresh upload). */
+  resumedFrom: number;
+}
+
+export interface FerryClient {
+  /** Connects (retrying per the options); resolves once the server has welcomed this client. */
+  connect(): Promise<void>;
+  /** Sends a message; resolves with the text the server echoed back once it acknowledged it. */
+  message(text: string): Promise<string>;
+  /** Uploads a file; resolves once the server has verified and stored it. */
+  upload(filePath: string, options?: UploadOptions): Promise<UploadResult>;
+  /** Says goodbye and closes; anything not yet confirmed is rejected with E_CLOSED. */
+  close(): Promise<void>;
+  /** The root XState actor (the client machine), for inspection and its emitted events. */
+  readonly actor: Actor<typeof clientMachine>;
+}
+
+type Settle = { resolve(value: unknown): void; reject(error: Error): void; onProgress?: (sent: number, total: number) => void; file?: string };
+
+/** Creates a ferry client. It connects on `connect()` or on the first message or upload. */
+export function createClient(options: ClientOptions = {}): FerryClient {
+  const host = options.host ?? DEFAULT_HOST;
+  const port = options.port ?? DEFAULT_PORT;
+  const dial: Dialer = options.dial ?? ((signal) => dialNet({ host, port, signal, timeoutMs: 10_000 }));
+  const actor = createActor(clientMachine, {
+    id: 'client',
+    input: {
+      dial,
+      clientId: options.clientId ?? randomUUID(),
+      agent: AGENT,
+      retry: { initialMs: options.retryInitialMs ?? 250, maxMs: options.retryMaxMs ?? 5_000, forMs: options.retryForMs },
+      handshakeMs: options.handshakeTimeoutMs ?? 10_000,
+      ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
+    },
+  });
+  const pending = new Map<number, Settle>();
+  let nextId = 1;
+
+  actor.on('reply', (e) => settle(e.id, (p) => p.resolve(e.text)));
+  actor.on('uploaded', (e) =>
+    settle(e.id, (p) => p.resolve({ file: p.file ?? '', savedAs: e.result.savedAs, bytes: e.result.bytes, sha256: e.result.sha256, resumedFrom: 0 } satisfies UploadResult)),
+  );
+  actor.on('failed', (e) => settle(e.id, (p) => p.reject(e.error)));
+  actor.on('progress', (e) => pending.get(e.id)?.onProgress?.(e.sent, e.total));
+
+  function settle(id: number, fn: (p: Settle) => void) {
+    const p = pending.get(id);
+    if (!p) return;
+    pending.delete(id);
+    fn(p);
+  }
+
+  let started = false;
+  function ensureStarted() {
+    if (started) return;
+    started = true;
+    actor.start();
+  }
+
+  function track<T>(id: number, extra: Partial<Settle> = {}): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      pending.set(id, { resolve: resolve as (v: unknown) => void, reject, ...extra });
+    });
+  }
+
+  return {
+    actor,
+    async connect() {
+      ensureStarted();
+      const snapshot = await waitFor(actor, (s) => s.matches({ online: 'connected' }) || s.status === 'done', { timeout: Infinity });
+      if (snapshot.status === 'done') throw snapshot.context.lastError ?? new FerryError('E_CLOSED');
+    },
+    message(text: string) {
+      ensureStarted();
+      const id = nextId++;
+      const result = track<string>(id);
+      actor.send({ type: 'message', id, text });
+      return result;
+    },
+    upload(filePath: string, uploadOptions: UploadOptions = {}) {
+      ensureStarted();
+      const id = nextId++;
+      const result = track<UploadResult>(id, { file: filePath, ...(uploadOptions.onProgress ? { onProgress: uploadOptions.onProgress } : {}) });
+      actor.send({ type: 'upload', id, path: filePath, ...(uploadOptions.name ? { name: uploadOptions.name } : {}) });
+      return result;
+    },
+    async close() {
+      if (!started) {
+        started = true;
+        return;
+      }
+      if (actor.getSnapshot().status !== 'active') return;
+      actor.send({ type: 'close' });
+      await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
+    },
+  };
+}
+
+export type { ClientEmitted };

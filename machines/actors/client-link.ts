@@ -1,0 +1,245 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fromCallback } from 'xstate';
+import { FerryError, ProtocolError } from '../../transport/errors.js';
+import type { ClientToken, ErrorInfo, HelloInfo, Limits, UploadResultInfo, WelcomeInfo } from '../../transport/frames.js';
+import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
+import type { Dialer, Transport } from '../../transport/transport.js';
+import { streamFile } from './file-source.js';
+
+export interface ClientLinkInput {
+  dial: Dialer;
+  hello: HelloInfo;
+  limits: Limits;
+  /** The server must answer the hello within this time. */
+  handshakeMs: number;
+  /** Upload rate limit in bytes per second. */
+  rateLimit?: number;
+}
+
+export type ClientLinkEvent =
+  | { type: 'link.up'; welcome: WelcomeInfo }
+  | { type: 'link.down'; error: FerryError }
+  | { type: 'server.ack'; id: number; text: string }
+  | { type: 'server.accept'; id: number; offset: number }
+  | { type: 'server.done'; result: UploadResultInfo }
+  | { type: 'server.error'; error: ErrorInfo }
+  | { type: 'upload.offered'; id: number; size: number }
+  | { type: 'upload.progress'; id: number; sent: number; total: number }
+  | { type: 'upload.sent'; id: number; sha256: string }
+  | { type: 'upload.unreadable'; id: number; error: FerryError };
+
+export type ClientLinkCommand =
+  | { type: 'send-message'; id: number; text: string }
+  | { type: 'offer-upload'; id: number; path: string; name: string }
+  | { type: 'stream-upload'; id: number; offset: number }
+  | { type: 'close' };
+
+/** Turns a dial or socket failure into one sentence a person can act on. */
+export function describeNetworkError(err: unknown): FerryError {
+  if (err instanceof FerryError) return err;
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const message = (err as Error)?.message ?? String(err);
+  switch (code) {
+    case 'ECONNREFUSED':
+      return new FerryError('E_CONNECTION_LOST', `Nothing is listening at ${addressOf(message)}; start the server with \`ferry serve\` or check --host and --port.`, { cause: err });
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new FerryError('E_CONNECTION_LOST', `The host name could not be resolved (${message}); check --host.`, { cause: err });
+    case 'ETIMEDOUT':
+      return new FerryError('E_TIMEOUT', `The server did not answer in time (${message}); check that it is running and reachable.`, { cause: err });
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return new FerryError('E_CONNECTION_LOST', 'The server closed the connection unexpectedly.', { cause: err });
+    default:
+      return new FerryError('E_CONNECTION_LOST', `The connection failed (${message}).`, { cause: err });
+  }
+}
+
+function addressOf(message: string): string {
+  const match = /(\S+:\d+)\s*$/.exec(message);
+  return match ? match[1]! : 'that address';
+}
+
+interface OpenUpload {
+  id: number;
+  path: string;
+  size: number;
+  abort: AbortController;
+}
+
+/**
+ * The client's end of one connection: dials, says hello, turns the machine's commands into frames
+ * and the server's frames into events. It is invoked for as long as the client is online, so when
+ * it stops (a drop, a retry, a close) the socket and any upload in progress stop with it.
+ */
+export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, ClientLinkEvent>(({ input, sendBack, receive }) => {
+  const dialing = new AbortController();
+  const decoder = new ClientDecoder(input.limits);
+  let transport: Transport | undefined;
+  let up = false;
+  let down = false;
+  let fatal: FerryError | undefined;
+  let upload: OpenUpload | undefined;
+  let handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+
+  const goDown = (error: FerryError) => {
+    if (down) return;
+    down = true;
+    clearTimeout(handshakeTimer);
+    upload?.abort.abort(error);
+    upload = undefined;
+    transport?.destroy();
+    sendBack({ type: 'link.down', error: fatal ?? error });
+  };
+
+  const onToken = (token: ClientToken) => {
+    switch (token.type) {
+      case 'welcome':
+        up = true;
+        clearTimeout(handshakeTimer);
+        return sendBack({ type: 'link.up', welcome: token.info });
+      case 'message-ack':
+        return sendBack({ type: 'server.ack', id: token.id, text: token.text });
+      case 'upload-accept':
+        return sendBack({ type: 'server.accept', id: token.id, offset: token.offset });
+      case 'upload-done':
+        return sendBack({ type: 'server.done', result: token.result });
+      case 'error':
+        if (token.error.id === undefined) {
+          // A connection-level error: the server closes next; report this instead of a bare drop.
+          fatal = new FerryError(knownCode(token.error.code), `The server refused the connection: ${token.error.message}`);
+          return;
+        }
+        if (upload?.id === token.error.id) {
+          upload.abort.abort(new FerryError('E_CONNECTION_LOST', 'The upload was refused.'));
+          upload = undefined;
+        }
+        return sendBack({ type: 'server.error', error: token.error });
+      case 'ping':
+        transport?.write(encode.pong(token.payload));
+        return;
+      case 'pong':
+      case 'bye':
+        return;
+    }
+  };
+
+  const attach = (t: Transport) => {
+    transport = t;
+    t.on('data', (chunk) => {
+      if (down) return;
+      let tokens: ClientToken[];
+      try {
+        tokens = decoder.feed(chunk);
+      } catch (err) {
+        const error = err instanceof ProtocolError && err.code === 'E_BAD_PREAMBLE'
+          ? new ProtocolError('E_BAD_PREAMBLE', 'The server does not speak the ferry protocol; if it is the original tool, add --legacy.')
+          : describeNetworkError(err);
+        fatal = error;
+        return goDown(error);
+      }
+      for (const token of tokens) {
+        if (down) return;
+        onToken(token);
+      }
+    });
+    t.on('error', (err) => goDown(describeNetworkError(err)));
+    t.on('end', () => t.end());
+    t.on('close', () => goDown(new FerryError('E_CONNECTION_LOST', up ? 'The server closed the connection.' : 'The server closed the connection during the handshake.')));
+    t.cork();
+    t.write(preamble());
+    t.write(encode.hello(input.hello));
+    t.uncork();
+    handshakeTimer = setTimeout(() => {
+      goDown(new FerryError('E_TIMEOUT', `The server did not complete the handshake within ${input.handshakeMs} ms; is it a ferry server (for the original tool, add --legacy)?`));
+    }, input.handshakeMs);
+  };
+
+  input.dial(dialing.signal).then(
+    (t) => {
+      if (down) return t.destroy();
+      attach(t);
+    },
+    (err: unknown) => goDown(describeNetworkError(err)),
+  );
+
+  const offer = async (id: number, filePath: string, name: string) => {
+    let size: number;
+    try {
+      const stat = await fs.stat(filePath);
+      if (!stat.isFile()) throw new Error('not a regular file');
+      size = stat.size;
+    } catch (err) {
+      sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_LOCAL_FILE', `${filePath} cannot be read (${(err as Error).message}); check the path.`) });
+      return;
+    }
+    if (down || !transport) return;
+    upload = { id, path: filePath, size, abort: new AbortController() };
+    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size }));
+    sendBack({ type: 'upload.offered', id, size });
+  };
+
+  const stream = (id: number, offset: number) => {
+    const current = upload;
+    if (!current || current.id !== id || !transport) return;
+    if (offset !== 0) {
+      sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_UNEXPECTED_FRAME', 'The server asked to resume at an offset this client cannot continue from.') });
+      return;
+    }
+    streamFile({
+      path: current.path,
+      id,
+      size: current.size,
+      transport,
+      signal: current.abort.signal,
+      onProgress: (sent) => sendBack({ type: 'upload.progress', id, sent, total: current.size }),
+      ...(input.rateLimit ? { rateLimit: input.rateLimit } : {}),
+    }).then(
+      ({ sha256 }) => {
+        if (!current.abort.signal.aborted) sendBack({ type: 'upload.sent', id, sha256 });
+      },
+      (err: unknown) => {
+        if (current.abort.signal.aborted) return;
+        // A local read failure leaves the stream mid-frame: the connection cannot be reused.
+        sendBack({ type: 'upload.unreadable', id, error: err instanceof FerryError ? err : new FerryError('E_LOCAL_FILE', String(err)) });
+        goDown(new FerryError('E_CONNECTION_LOST', 'The connection was reset after a local read failure.'));
+      },
+    );
+  };
+
+  receive((command) => {
+    if (down) return;
+    switch (command.type) {
+      case 'send-message':
+        transport?.write(encode.message(command.id, command.text));
+        break;
+      case 'offer-upload':
+        void offer(command.id, command.path, command.name);
+        break;
+      case 'stream-upload':
+        stream(command.id, command.offset);
+        break;
+      case 'close':
+        if (transport && !transport.destroyed) {
+          transport.write(encode.bye());
+          transport.end();
+        } else {
+          goDown(new FerryError('E_CLOSED', 'The client was closed.'));
+        }
+        break;
+    }
+  });
+
+  return () => {
+    down = true;
+    clearTimeout(handshakeTimer);
+    dialing.abort();
+    upload?.abort.abort(new FerryError('E_CLOSED', 'The client was closed.'));
+    transport?.destroy();
+  };
+});
+
+function knownCode(code: string): FerryError['code'] {
+  return /^E_[A-Z0-9_]+$/.test(code) ? (code as FerryError['code']) : 'E_CONNECTION_LOST';
+}

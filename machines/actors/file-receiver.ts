@@ -1,0 +1,98 @@
+import { fromCallback } from 'xstate';
+import { FerryError } from '../../transport/errors.js';
+import type { UploadOffer } from '../../transport/frames.js';
+import type { IncomingFile, SavedFile } from '../../media/upload-store.js';
+
+/** The part of the upload store a session needs; tests may hand in their own. */
+export interface FileSink {
+  begin(offer: { name: string; size: number }): Promise<IncomingFile>;
+}
+
+export interface FileReceiverInput {
+  store: FileSink;
+  offer: UploadOffer;
+}
+
+export type FileReceiverEvent =
+  | { type: 'file.ready'; name: string; offset: number }
+  | { type: 'file.refused'; error: FerryError }
+  | { type: 'file.busy' }
+  | { type: 'file.writable' }
+  | { type: 'file.saved'; saved: SavedFile }
+  | { type: 'file.failed'; error: FerryError };
+
+export type FileReceiverCommand = { type: 'data'; chunk: Buffer } | { type: 'finish'; sha256?: string };
+
+function asFerryError(err: unknown): FerryError {
+  if (err instanceof FerryError) return err;
+  return new FerryError('E_STORE_FAILED', `The server could not store the file (${(err as Error)?.message ?? String(err)}); try again later.`);
+}
+
+/**
+ * Streams one upload into the store: opens the partial file, writes each chunk as it comes
+ * (reporting disk backpressure), and on `finish` verifies and places it. Stopping the actor before
+ * the file was saved removes the partial, so nothing half-written survives a dropped connection.
+ */
+export const fileReceiver = fromCallback<FileReceiverCommand, FileReceiverInput, FileReceiverEvent>(({ input, sendBack, receive }) => {
+  let file: IncomingFile | undefined;
+  let settled = false;
+  let stopped = false;
+  let failed = false;
+
+  const failWith = (err: unknown) => {
+    if (failed || stopped) return;
+    failed = true;
+    void file?.abort();
+    sendBack({ type: 'file.failed', error: asFerryError(err) });
+  };
+
+  input.store.begin({ name: input.offer.name, size: input.offer.size }).then(
+    (opened) => {
+      if (stopped) {
+        void opened.abort();
+        return;
+      }
+      file = opened;
+      sendBack({ type: 'file.ready', name: opened.name, offset: opened.received });
+    },
+    (err: unknown) => {
+      if (!stopped) sendBack({ type: 'file.refused', error: asFerryError(err) });
+    },
+  );
+
+  const onDrain = () => {
+    if (!stopped && !failed) sendBack({ type: 'file.writable' });
+  };
+
+  receive((command) => {
+    if (!file || failed) return;
+    if (command.type === 'data') {
+      let more: boolean;
+      try {
+        more = file.write(command.chunk);
+      } catch (err) {
+        return failWith(err);
+      }
+      if (!more) {
+        sendBack({ type: 'file.busy' });
+        file.onDrain(onDrain);
+      }
+      return;
+    }
+    file.finish(command.sha256).then(
+      (saved) => {
+        settled = true;
+        if (!stopped) sendBack({ type: 'file.saved', saved });
+      },
+      (err: unknown) => {
+        settled = true;
+        if (!stopped) sendBack({ type: 'file.failed', error: asFerryError(err) });
+      },
+    );
+  });
+
+  return () => {
+    stopped = true;
+    if (file && !settled) void file.abort();
+  };
+});

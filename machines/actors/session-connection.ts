@@ -1,0 +1,194 @@
+import { fromCallback } from 'xstate';
+import { FerryError, ProtocolError } from '../../transport/errors.js';
+import type { ServerToken, Limits } from '../../transport/frames.js';
+import { detectFormat, type WireFormat } from '../../transport/detect.js';
+import { ServerDecoder, nativeReplies } from '../../transport/native-codec.js';
+import type { ReplyEncoder, SessionReply } from '../../transport/replies.js';
+import type { Transport } from '../../transport/transport.js';
+
+/** A server-side decoder of either wire format. */
+export interface ServerTokenDecoder {
+  feed(chunk: Buffer): ServerToken[];
+  readonly idle: boolean;
+}
+
+export interface ServerCodec {
+  decoder: ServerTokenDecoder;
+  replies: ReplyEncoder;
+}
+
+/** Builds the codec for a detected format; returning an error refuses the connection. */
+export type CodecFactory = (format: WireFormat, limits: Limits) => ServerCodec | FerryError;
+
+export const nativeOnly: CodecFactory = (format, limits) =>
+  format === 'native'
+    ? { decoder: new ServerDecoder(limits), replies: nativeReplies }
+    : new FerryError('E_LEGACY_REFUSED', 'This server does not accept the original wire format; use a ferry client.');
+
+export interface SessionConnectionInput {
+  transport: Transport;
+  limits: Limits;
+  codecs: CodecFactory;
+  /** Stop reading while this many reply bytes wait to be sent (a client that does not read its acks). */
+  maxPendingReplyBytes?: number;
+}
+
+/** Events the connection sends to its session. Tokens are passed on as they are. */
+export type SessionConnectionEvent =
+  | ServerToken
+  | { type: 'format'; format: WireFormat }
+  | { type: 'protocol-error'; error: FerryError }
+  /** The peer half-closed; `clean` is false when it stopped in the middle of a frame. */
+  | { type: 'peer-ended'; clean: boolean }
+  /** The connection is gone (closed, reset or destroyed). Sent once, last. */
+  | { type: 'peer-gone'; error?: Error };
+
+/** Commands the session sends to its connection. */
+export type SessionConnectionCommand =
+  | { type: 'pause' }
+  | { type: 'resume' }
+  | { type: 'reply'; reply: SessionReply }
+  | { type: 'close'; reply?: SessionReply };
+
+const CLOSE_GRACE_MS = 5_000;
+const ignore = () => {};
+
+/**
+ * Wires one server-side Transport to its session machine: detects the format from the first byte,
+ * decodes tokens and hands them over one by one, stopping the moment the machine asks to pause (the
+ * rest of a decoded batch waits), and writes the machine's replies in the detected format.
+ */
+export const sessionConnection = fromCallback<SessionConnectionCommand, SessionConnectionInput, SessionConnectionEvent>(
+  ({ input, sendBack, receive }) => {
+    const { transport, limits } = input;
+    const maxPending = input.maxPendingReplyBytes ?? 1024 * 1024;
+    let codec: ServerCodec | undefined;
+    let queue: SessionConnectionEvent[] = [];
+    let machinePaused = false;
+    let writeBlocked = false;
+    let gone = false;
+    let failed = false;
+    let ending: ReturnType<typeof setTimeout> | undefined;
+
+    const reading = () => !machinePaused && !writeBlocked;
+    const applyFlow = () => (reading() ? transport.resume() : transport.pause());
+
+    const deliver = () => {
+      let i = 0;
+      while (i < queue.length && !machinePaused) sendBack(queue[i++]!);
+      queue = i === queue.length ? [] : queue.slice(i);
+    };
+
+    const push = (events: SessionConnectionEvent[]) => {
+      if (queue.length === 0 && !machinePaused) {
+        for (let i = 0; i < events.length; i++) {
+          if (machinePaused) {
+            queue = events.slice(i);
+            return;
+          }
+          sendBack(events[i]!);
+        }
+      } else {
+        for (const event of events) queue.push(event);
+      }
+    };
+
+    const fail = (error: FerryError) => {
+      failed = true;
+      transport.pause();
+      push([{ type: 'protocol-error', error }]);
+    };
+
+    const onData = (chunk: Buffer) => {
+      if (failed || chunk.length === 0) return;
+      if (!codec) {
+        const format = detectFormat(chunk[0]!);
+        const made = format === undefined
+          ? new ProtocolError('E_BAD_PREAMBLE', 'The peer does not speak a protocol ferry knows; use a ferry client.')
+          : input.codecs(format, limits);
+        if (made instanceof FerryError) return fail(made);
+        codec = made;
+        push([{ type: 'format', format: format! }]);
+      }
+      let tokens: ServerToken[];
+      try {
+        tokens = codec.decoder.feed(chunk);
+      } catch (err) {
+        return fail(err instanceof FerryError ? err : new ProtocolError('E_BAD_FRAME', 'The peer sent bytes ferry cannot read.'));
+      }
+      if (tokens.length > 0) push(tokens);
+    };
+
+    let lastError: Error | undefined;
+    const onEnd = () => {
+      if (failed) return;
+      push([{ type: 'peer-ended', clean: codec === undefined || codec.decoder.idle }]);
+    };
+    const onClose = () => {
+      if (gone) return;
+      gone = true;
+      push([lastError ? { type: 'peer-gone', error: lastError } : { type: 'peer-gone' }]);
+    };
+    const onError = (err: Error) => {
+      lastError = err;
+    };
+    const onDrain = () => {
+      if (writeBlocked && transport.writableLength <= maxPending) {
+        writeBlocked = false;
+        applyFlow();
+      }
+    };
+
+    transport.on('data', onData).on('end', onEnd).on('close', onClose).on('error', onError).on('drain', onDrain);
+
+    const write = (reply: SessionReply) => {
+      if (transport.destroyed || !codec) return;
+      const bytes = codec.replies.encode(reply);
+      if (bytes === undefined) return;
+      transport.write(bytes);
+      if (transport.writableLength > maxPending && !writeBlocked) {
+        writeBlocked = true;
+        applyFlow();
+      }
+    };
+
+    receive((command) => {
+      switch (command.type) {
+        case 'pause':
+          machinePaused = true;
+          applyFlow();
+          break;
+        case 'resume':
+          machinePaused = false;
+          deliver();
+          if (!machinePaused) applyFlow();
+          break;
+        case 'reply':
+          write(command.reply);
+          break;
+        case 'close':
+          // From here on the session only waits for the socket to close: let everything through.
+          machinePaused = false;
+          writeBlocked = false;
+          deliver();
+          applyFlow();
+          if (command.reply) write(command.reply);
+          if (!transport.destroyed) {
+            transport.end();
+            // A peer that never closes its side must not hold the socket open forever.
+            ending = setTimeout(() => transport.destroy(), CLOSE_GRACE_MS);
+            ending.unref?.();
+          }
+          break;
+      }
+    });
+
+    return () => {
+      transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);
+      transport.off('close', onClose);
+      // The socket may still report a late reset while it flushes; it must never become an uncaught error.
+      transport.on('error', ignore);
+      if (ending === undefined && !transport.destroyed) transport.destroy();
+    };
+  },
+);

@@ -1,0 +1,360 @@
+import { assign, emit, enqueueActions, sendTo, setup } from 'xstate';
+import { FerryError, type ErrorCode } from '../transport/errors.js';
+import { DEFAULT_LIMITS, type ErrorInfo, type HelloInfo, type Limits, type UploadResultInfo } from '../transport/frames.js';
+import type { Dialer } from '../transport/transport.js';
+import { clientLink, type ClientLinkEvent } from './actors/client-link.js';
+
+export interface RetryPolicy {
+  /** First delay before reconnecting. */
+  initialMs: number;
+  /** Longest delay between attempts. */
+  maxMs: number;
+  /** Give up after being unable to reach the server for this long; undefined = never. */
+  forMs: number | undefined;
+}
+
+export interface ClientMachineInput {
+  dial: Dialer;
+  clientId: string;
+  agent: string;
+  retry: RetryPolicy;
+  handshakeMs: number;
+  rateLimit?: number;
+  /** Messages and uploads accepted while the server is unreachable, at most. */
+  maxQueued?: number;
+}
+
+export type MessageJob = { kind: 'message'; id: number; text: string };
+export type UploadJob = { kind: 'upload'; id: number; path: string; name: string };
+export type Job = MessageJob | UploadJob;
+
+export interface ClientContext {
+  dial: Dialer;
+  hello: HelloInfo;
+  retry: RetryPolicy;
+  handshakeMs: number;
+  rateLimit: number | undefined;
+  maxQueued: number;
+  /** Waiting to be sent, in the order they were handed over. */
+  queue: Job[];
+  /** Sent and not yet acknowledged; sent again, in order, after a reconnect. */
+  inflight: MessageJob[];
+  /** The upload being sent, if any. */
+  current: UploadJob | undefined;
+  /** Limits the server announced in its welcome. */
+  serverLimits: Limits;
+  /** Failed connection attempts in a row. */
+  attempt: number;
+  /** When the server was last reachable (or the first attempt began). */
+  lastUp: number;
+  lastError: FerryError | undefined;
+  /** The delay chosen for the current wait in `retrying`. */
+  retryDelayMs: number;
+}
+
+export type ClientEvent =
+  | ClientLinkEvent
+  | { type: 'message'; id: number; text: string }
+  | { type: 'upload'; id: number; path: string; name?: string }
+  | { type: 'close' };
+
+export type ClientEmitted =
+  | { type: 'connected'; session: string }
+  | { type: 'retrying'; attempt: number; delayMs: number; error: FerryError }
+  | { type: 'reply'; id: number; text: string }
+  | { type: 'upload-started'; id: number; size: number }
+  | { type: 'progress'; id: number; sent: number; total: number }
+  | { type: 'uploaded'; id: number; result: UploadResultInfo }
+  | { type: 'failed'; id: number; error: FerryError }
+  | { type: 'disconnected'; error: FerryError | undefined };
+
+/** Errors that no amount of retrying will fix. */
+const FATAL: ReadonlySet<string> = new Set([
+  'E_BAD_PREAMBLE',
+  'E_UNSUPPORTED_VERSION',
+  'E_UNKNOWN_FRAME',
+  'E_BAD_FRAME',
+  'E_UNEXPECTED_FRAME',
+  'E_FRAME_TOO_LARGE',
+  'E_MESSAGE_TOO_LARGE',
+  'E_LEGACY_REFUSED',
+]);
+
+/** Exponential backoff with jitter: the n-th delay lies between half and all of min(max, initial·2ⁿ). */
+export function backoffDelay(retry: RetryPolicy, attempt: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+function serverError(info: ErrorInfo): FerryError {
+  const code = (/^E_[A-Z0-9_]+$/.test(info.code) ? info.code : 'E_STORE_FAILED') as ErrorCode;
+  return new FerryError(code, info.message);
+}
+
+function messageTooLarge(text: string, limits: Limits): boolean {
+  return Buffer.byteLength(text, 'utf8') > limits.maxMessage;
+}
+
+/**
+ * The client lifecycle. Everything handed to the client is kept until the server confirms it or
+ * it is reported as failed: messages in flight and the upload under way go back to the front of
+ * the queue when the connection drops, and are sent again once it is back.
+ */
+export const clientMachine = setup({
+  types: {
+    context: {} as ClientContext,
+    events: {} as ClientEvent,
+    input: {} as ClientMachineInput,
+    emitted: {} as ClientEmitted,
+  },
+  actors: { link: clientLink },
+  delays: {
+    backoff: ({ context }) => context.retryDelayMs,
+  },
+  guards: {
+    fatal: ({ event }) => event.type === 'link.down' && FATAL.has(event.error.code),
+    gaveUp: ({ context }) => context.retry.forMs !== undefined && Date.now() - context.lastUp >= context.retry.forMs,
+    queueFull: ({ context }) => context.queue.length + context.inflight.length >= context.maxQueued,
+    tooLarge: ({ context, event }) => event.type === 'message' && messageTooLarge(event.text, context.serverLimits),
+    nextIsUpload: ({ context }) => context.queue[0]?.kind === 'upload',
+    isCurrentUpload: ({ context, event }) =>
+      context.current !== undefined &&
+      ((event.type === 'server.error' && event.error.id === context.current.id) ||
+        ((event.type === 'upload.unreadable' || event.type === 'server.accept' || event.type === 'upload.offered') && event.id === context.current.id) ||
+        (event.type === 'server.done' && event.result.id === context.current.id)),
+  },
+  actions: {
+    enqueueJob: assign({
+      queue: ({ context, event }) => {
+        if (event.type === 'message') return [...context.queue, { kind: 'message' as const, id: event.id, text: event.text }];
+        if (event.type === 'upload') {
+          const name = event.name ?? event.path.split(/[\\/]/).pop() ?? event.path;
+          return [...context.queue, { kind: 'upload' as const, id: event.id, path: event.path, name }];
+        }
+        return context.queue;
+      },
+    }),
+    refuseQueueFull: emit(({ event, context }) => ({
+      type: 'failed' as const,
+      id: 'id' in event ? (event.id as number) : -1,
+      error: new FerryError('E_CONNECTION_LOST', `${context.maxQueued} items are already waiting for the server; wait for them before adding more.`),
+    })),
+    refuseTooLarge: emit(({ event, context }) => ({
+      type: 'failed' as const,
+      id: 'id' in event ? (event.id as number) : -1,
+      error: new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${context.serverLimits.maxMessage} bytes; send a file instead.`),
+    })),
+    /** Sends every message at the head of the queue, stopping at the first upload. */
+    flushMessages: enqueueActions(({ context, enqueue }) => {
+      const sent: MessageJob[] = [];
+      let i = 0;
+      for (; i < context.queue.length; i++) {
+        const job = context.queue[i]!;
+        if (job.kind !== 'message') break;
+        if (messageTooLarge(job.text, context.serverLimits)) {
+          enqueue.emit({ type: 'failed', id: job.id, error: new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${context.serverLimits.maxMessage} bytes; send a file instead.`) });
+          continue;
+        }
+        enqueue.sendTo('link', { type: 'send-message', id: job.id, text: job.text });
+        sent.push(job);
+      }
+      if (i > 0) enqueue.assign({ queue: context.queue.slice(i), inflight: [...context.inflight, ...sent] });
+    }),
+    sendMessageNow: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'message') return;
+      enqueue.sendTo('link', { type: 'send-message', id: event.id, text: event.text });
+      enqueue.assign({ inflight: [...context.inflight, { kind: 'message', id: event.id, text: event.text }] });
+    }),
+    settleMessage: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'server.ack') return;
+      if (!context.inflight.some((m) => m.id === event.id)) return;
+      enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== event.id) });
+      enqueue.emit({ type: 'reply', id: event.id, text: event.text });
+    }),
+    failMessage: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'server.error' || event.error.id === undefined) return;
+      const id = event.error.id;
+      if (!context.inflight.some((m) => m.id === id)) return;
+      enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== id) });
+      enqueue.emit({ type: 'failed', id, error: serverError(event.error) });
+    }),
+    takeUpload: assign({
+      current: ({ context }) => context.queue[0] as UploadJob,
+      queue: ({ context }) => context.queue.slice(1),
+    }),
+    offerUpload: sendTo('link', ({ context }) => ({ type: 'offer-upload' as const, id: context.current!.id, path: context.current!.path, name: context.current!.name })),
+    streamUpload: sendTo('link', ({ event }) => ({ type: 'stream-upload' as const, id: event.type === 'server.accept' ? event.id : -1, offset: event.type === 'server.accept' ? event.offset : 0 })),
+    emitUploadStarted: emit(({ event }) => ({ type: 'upload-started' as const, id: event.type === 'upload.offered' ? event.id : -1, size: event.type === 'upload.offered' ? event.size : 0 })),
+    emitProgress: emit(({ event }) =>
+      event.type === 'upload.progress' ? { type: 'progress' as const, id: event.id, sent: event.sent, total: event.total } : { type: 'progress' as const, id: -1, sent: 0, total: 0 },
+    ),
+    settleUpload: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'server.done' || !context.current) return;
+      enqueue.emit({ type: 'uploaded', id: context.current.id, result: event.result });
+      enqueue.assign({ current: undefined });
+    }),
+    failUpload: enqueueActions(({ context, event, enqueue }) => {
+      if (!context.current) return;
+      const error = event.type === 'server.error' ? serverError(event.error) : event.type === 'upload.unreadable' ? event.error : new FerryError('E_STORE_FAILED');
+      enqueue.emit({ type: 'failed', id: context.current.id, error });
+      enqueue.assign({ current: undefined });
+    }),
+    assignWelcome: assign({
+      serverLimits: ({ context, event }) =>
+        event.type === 'link.up' ? { maxFrame: event.welcome.maxFrame, maxMessage: event.welcome.maxMessage } : context.serverLimits,
+    }),
+    markUp: assign({ attempt: 0, lastUp: () => Date.now(), lastError: undefined }),
+    emitConnected: emit(({ event }) => ({ type: 'connected' as const, session: event.type === 'link.up' ? event.welcome.session : '' })),
+    /** Puts what was in flight back at the front of the queue, in the order it was first sent. */
+    requeue: assign({
+      queue: ({ context }) => [...context.inflight, ...(context.current ? [context.current] : []), ...context.queue],
+      inflight: [],
+      current: undefined,
+    }),
+    recordFailure: assign({
+      attempt: ({ context }) => context.attempt + 1,
+      retryDelayMs: ({ context }) => backoffDelay(context.retry, context.attempt),
+      lastError: ({ event, context }) => (event.type === 'link.down' ? event.error : context.lastError),
+    }),
+    emitRetrying: emit(({ context }) => ({
+      type: 'retrying' as const,
+      attempt: context.attempt,
+      delayMs: context.retryDelayMs,
+      error: context.lastError ?? new FerryError('E_CONNECTION_LOST'),
+    })),
+    /** Ends the client: whatever the server has not confirmed is reported as failed, with the reason. */
+    failEverything: enqueueActions(({ context, event, enqueue }, params: { reason: 'closed' | 'gave-up' | 'fatal' }) => {
+      const error =
+        params.reason === 'fatal' && event.type === 'link.down'
+          ? event.error
+          : params.reason === 'gave-up'
+            ? new FerryError(
+                'E_GAVE_UP',
+                `The server could not be reached for ${Math.round((context.retry.forMs ?? 0) / 1000)} s: ${context.lastError?.message ?? 'no answer'}`,
+              )
+            : new FerryError('E_CLOSED', 'The client was closed before the server confirmed this.');
+      const jobs = [...context.inflight, ...(context.current ? [context.current] : []), ...context.queue];
+      for (const job of jobs) enqueue.emit({ type: 'failed', id: job.id, error });
+      const clean = params.reason === 'closed' && jobs.length === 0;
+      enqueue.assign({ queue: [], inflight: [], current: undefined, lastError: clean ? undefined : error });
+      enqueue.emit({ type: 'disconnected', error: clean ? undefined : error });
+    }),
+    closeLink: sendTo('link', { type: 'close' }),
+  },
+}).createMachine({
+  id: 'client',
+  context: ({ input }) => ({
+    dial: input.dial,
+    hello: { version: 1, agent: input.agent, clientId: input.clientId },
+    retry: input.retry,
+    handshakeMs: input.handshakeMs,
+    rateLimit: input.rateLimit,
+    maxQueued: input.maxQueued ?? 10_000,
+    queue: [],
+    inflight: [],
+    current: undefined,
+    serverLimits: DEFAULT_LIMITS,
+    attempt: 0,
+    lastUp: Date.now(),
+    lastError: undefined,
+    retryDelayMs: 0,
+  }),
+  initial: 'online',
+  states: {
+    online: {
+      description: 'A connection exists or is being made.',
+      invoke: {
+        id: 'link',
+        src: 'link',
+        input: ({ context }) => ({
+          dial: context.dial,
+          hello: context.hello,
+          limits: DEFAULT_LIMITS,
+          handshakeMs: context.handshakeMs,
+          ...(context.rateLimit ? { rateLimit: context.rateLimit } : {}),
+        }),
+      },
+      on: {
+        'link.down': [
+          { guard: 'fatal', target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'fatal' } } },
+          { target: 'retrying', actions: ['requeue', 'recordFailure'] },
+        ],
+      },
+      initial: 'connecting',
+      states: {
+        connecting: {
+          description: 'Dialling the server and exchanging hello and welcome.',
+          on: {
+            'link.up': { target: 'connected', actions: ['assignWelcome', 'markUp', 'emitConnected'] },
+            message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+            upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+            close: { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
+          },
+        },
+        connected: {
+          description: 'Talking to the server: messages go out at once, uploads one at a time.',
+          initial: 'idle',
+          on: {
+            'server.ack': { actions: 'settleMessage' },
+            'server.error': { actions: 'failMessage' },
+            close: { target: 'closing' },
+          },
+          states: {
+            idle: {
+              description: 'Nothing is being uploaded.',
+              entry: 'flushMessages',
+              always: { guard: 'nextIsUpload', target: 'uploading', actions: 'takeUpload' },
+              on: {
+                message: [{ guard: 'tooLarge', actions: 'refuseTooLarge' }, { actions: 'sendMessageNow' }],
+                upload: { target: 'idle', reenter: true, actions: 'enqueueJob' },
+              },
+            },
+            uploading: {
+              description: 'Offering a file, then streaming it, then waiting for the server to confirm it.',
+              entry: 'offerUpload',
+              on: {
+                message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+                upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+                'upload.offered': { guard: 'isCurrentUpload', actions: 'emitUploadStarted' },
+                'server.accept': { guard: 'isCurrentUpload', actions: 'streamUpload' },
+                'upload.progress': { actions: 'emitProgress' },
+                'upload.sent': {},
+                'server.done': { guard: 'isCurrentUpload', target: 'idle', actions: 'settleUpload' },
+                'server.error': [
+                  { guard: 'isCurrentUpload', target: 'idle', actions: 'failUpload' },
+                  { actions: 'failMessage' },
+                ],
+                'upload.unreadable': { guard: 'isCurrentUpload', target: 'idle', actions: 'failUpload' },
+              },
+            },
+          },
+        },
+        closing: {
+          description: 'Saying goodbye and waiting for the server to close the connection.',
+          entry: 'closeLink',
+          on: {
+            'server.ack': { actions: 'settleMessage' },
+            'link.down': { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
+          },
+        },
+      },
+    },
+    retrying: {
+      description: 'The server is unreachable: waiting a growing, jittered delay before the next attempt.',
+      entry: 'emitRetrying',
+      always: { guard: 'gaveUp', target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'gave-up' } } },
+      after: { backoff: { target: 'online' } },
+      on: {
+        message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+        upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+        close: { target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
+      },
+    },
+    disconnected: {
+      description: 'The client is finished: closed by its user, or it gave up.',
+      type: 'final',
+    },
+  },
+});
+
+export type ClientMachine = typeof clientMachine;

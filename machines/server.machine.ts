@@ -1,0 +1,163 @@
+import { assign, emit, enqueueActions, sendTo, setup, stopChild } from 'xstate';
+import type { Logger } from 'pino';
+import type { Limits } from '../transport/frames.js';
+import type { Transport } from '../transport/transport.js';
+import { listener, type ListenerEvent } from './actors/listener.js';
+import type { CodecFactory } from './actors/session-connection.js';
+import type { FileSink } from './actors/file-receiver.js';
+import { sessionMachine, type SessionTimeouts } from './session.machine.js';
+
+export interface ServerMachineInput {
+  host: string;
+  port: number;
+  store: FileSink;
+  log: Logger;
+  limits: Limits;
+  codecs: CodecFactory;
+  timeouts: SessionTimeouts;
+  agent: string;
+  /** How long a shutdown waits for transfers in flight before cutting them off. */
+  graceMs: number;
+}
+
+export interface ServerContext extends ServerMachineInput {
+  address: { host: string; port: number } | undefined;
+  error: Error | undefined;
+  /** Sessions started so far; numbers each new one. */
+  started: number;
+  /** Sessions still running. */
+  active: number;
+}
+
+export type ServerEvent =
+  | ListenerEvent
+  | { type: 'stop' }
+  | { type: 'xstate.done.actor.*'; actorId: string };
+
+export type ServerEmitted =
+  | { type: 'listening'; host: string; port: number }
+  | { type: 'stopped' }
+  | { type: 'failed'; error: Error };
+
+/**
+ * The server: owns the listening socket, spawns one session machine per accepted connection, and
+ * on `stop` drains them (new connections refused, transfers in flight given a grace period).
+ */
+export const serverMachine = setup({
+  types: {
+    context: {} as ServerContext,
+    events: {} as ServerEvent,
+    input: {} as ServerMachineInput,
+    emitted: {} as ServerEmitted,
+  },
+  actors: { listener, session: sessionMachine },
+  delays: { grace: ({ context }) => context.graceMs },
+  guards: {
+    noSessions: ({ context }) => context.active === 0,
+  },
+  actions: {
+    assignAddress: assign({ address: ({ event }) => (event.type === 'listening' ? { host: event.host, port: event.port } : undefined) }),
+    emitListening: emit(({ context }) => ({ type: 'listening' as const, host: context.address!.host, port: context.address!.port })),
+    logListening: ({ context }) => {
+      context.log.info({ event: 'listening', host: context.address?.host, port: context.address?.port }, `listening on ${context.address?.host}:${context.address?.port}`);
+    },
+    assignError: assign({ error: ({ event }) => (event.type === 'listen-failed' ? event.error : undefined) }),
+    emitFailed: emit(({ context }) => ({ type: 'failed' as const, error: context.error ?? new Error('listen failed') })),
+    startSession: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'connection') return;
+      const n = context.started + 1;
+      const id = `session-${n}`;
+      const transport: Transport = event.transport;
+      const log = context.log.child({ session: id, peer: transport.remote });
+      log.info({ event: 'connected' }, 'client connected');
+      enqueue.assign({ started: n, active: context.active + 1 });
+      enqueue.spawnChild('session', {
+        id,
+        input: {
+          id,
+          transport,
+          store: context.store,
+          log,
+          limits: context.limits,
+          codecs: context.codecs,
+          timeouts: context.timeouts,
+          agent: context.agent,
+        },
+      });
+    }),
+    refuseConnection: ({ event }) => {
+      if (event.type === 'connection') event.transport.destroy();
+    },
+    forgetSession: enqueueActions(({ context, event, enqueue }) => {
+      if (!('actorId' in event)) return;
+      enqueue(stopChild(event.actorId));
+      enqueue.assign({ active: Math.max(0, context.active - 1) });
+    }),
+    stopAccepting: sendTo('listener', { type: 'stop-accepting' }),
+    shutdownSessions: enqueueActions(({ self, enqueue }) => {
+      for (const child of Object.values(self.getSnapshot().children)) {
+        if (child && child.id !== 'listener') enqueue.sendTo(child, { type: 'shutdown' });
+      }
+    }),
+    stopSessions: enqueueActions(({ self, enqueue }) => {
+      for (const child of Object.values(self.getSnapshot().children)) {
+        if (child && child.id !== 'listener') enqueue(stopChild(child));
+      }
+    }),
+    logStopping: ({ context }) => {
+      context.log.info({ event: 'stopping', sessions: context.active }, 'stopping: no new connections');
+    },
+    logForced: ({ context }) => {
+      context.log.warn({ event: 'grace-expired', sessions: context.active }, 'grace period over; closing the remaining connections');
+    },
+    logStopped: ({ context }) => {
+      context.log.info({ event: 'stopped' }, 'server stopped');
+    },
+    emitStopped: emit({ type: 'stopped' as const }),
+  },
+}).createMachine({
+  id: 'server',
+  context: ({ input }) => ({ ...input, address: undefined, error: undefined, started: 0, active: 0 }),
+  invoke: { id: 'listener', src: 'listener', input: ({ context }) => ({ host: context.host, port: context.port }) },
+  initial: 'starting',
+  states: {
+    starting: {
+      description: 'Binding the listening socket.',
+      on: {
+        listening: { target: 'listening', actions: ['assignAddress', 'logListening', 'emitListening'] },
+        'listen-failed': { target: 'failed', actions: ['assignError', 'emitFailed'] },
+        stop: { target: 'stopped' },
+      },
+    },
+    listening: {
+      description: 'Accepting connections; each one runs in its own session.',
+      on: {
+        connection: { actions: 'startSession' },
+        'xstate.done.actor.*': { actions: 'forgetSession' },
+        'listen-failed': { actions: 'assignError' },
+        stop: { target: 'draining' },
+      },
+    },
+    draining: {
+      description: 'Stopping: no new connections; waiting for sessions to finish what they are doing.',
+      entry: ['logStopping', 'stopAccepting', 'shutdownSessions'],
+      always: { guard: 'noSessions', target: 'stopped' },
+      after: { grace: { target: 'stopped', actions: ['logForced', 'stopSessions'] } },
+      on: {
+        connection: { actions: 'refuseConnection' },
+        'xstate.done.actor.*': { actions: 'forgetSession' },
+      },
+    },
+    stopped: {
+      description: 'The server is closed.',
+      type: 'final',
+      entry: ['logStopped', 'emitStopped'],
+    },
+    failed: {
+      description: 'The server could not listen (address in use, permission denied).',
+      type: 'final',
+    },
+  },
+});
+
+export type ServerMachine = typeof serverMachine;

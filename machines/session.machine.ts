@@ -1,0 +1,334 @@
+import { assign, emit, fromPromise, sendTo, setup } from 'xstate';
+import type { Logger } from 'pino';
+import type { FerryError } from '../transport/errors.js';
+import type { Limits, ServerToken, UploadOffer } from '../transport/frames.js';
+import type { WireFormat } from '../transport/detect.js';
+import type { SessionReply } from '../transport/replies.js';
+import type { Transport } from '../transport/transport.js';
+import type { SavedFile } from '../media/upload-store.js';
+import { sessionConnection, type CodecFactory, type SessionConnectionEvent } from './actors/session-connection.js';
+import { fileReceiver, type FileReceiverEvent, type FileSink } from './actors/file-receiver.js';
+
+export interface SessionTimeouts {
+  /** A connection that has not said hello by then is closed. */
+  handshakeMs: number;
+}
+
+export interface SessionInput {
+  /** `session-<n>`: unique within the server, used in logs and by the inspector. */
+  id: string;
+  transport: Transport;
+  store: FileSink;
+  log: Logger;
+  limits: Limits;
+  codecs: CodecFactory;
+  timeouts: SessionTimeouts;
+  /** Name and version the server announces. */
+  agent: string;
+}
+
+/** What the media step reports; it grows once opening media exists. */
+export interface MediaOutcome {
+  opened?: { app: string; pid?: number };
+}
+
+interface CurrentUpload {
+  offer: UploadOffer;
+  saved?: SavedFile;
+}
+
+export interface SessionContext {
+  id: string;
+  remote: string;
+  transport: Transport;
+  store: FileSink;
+  log: Logger;
+  limits: Limits;
+  codecs: CodecFactory;
+  timeouts: SessionTimeouts;
+  agent: string;
+  format: WireFormat | undefined;
+  upload: CurrentUpload | undefined;
+  /** Set by a server shutdown: finish what is in flight, then close. */
+  draining: boolean;
+}
+
+export type SessionEvent = SessionConnectionEvent | FileReceiverEvent | { type: 'shutdown' };
+
+export type SessionEmitted =
+  | { type: 'message'; id: number; text: string }
+  | { type: 'file-saved'; saved: SavedFile };
+
+type TokenType = ServerToken['type'];
+const conversationTokens: TokenType[] = ['hello', 'message-header', 'message', 'upload-offer', 'data', 'upload-end', 'bye'];
+
+/** Transitions that refuse every conversation token a state does not expect. */
+function refuseOthers(expected: TokenType[]) {
+  const on: Partial<Record<TokenType, { target: string; actions: { type: 'refuseUnexpected' } }>> = {};
+  for (const type of conversationTokens) {
+    if (!expected.includes(type)) on[type] = { target: '#session.closing', actions: { type: 'refuseUnexpected' } };
+  }
+  return on;
+}
+
+function errorReply(error: FerryError, id?: number): SessionReply {
+  return { type: 'error', error: id === undefined ? { code: error.code, message: error.message } : { code: error.code, message: error.message, id } };
+}
+
+/**
+ * One server session: a single connection from hello to close. It is fed tokens by its connection
+ * actor (native and original format alike) and answers through it; uploads are streamed into the
+ * store by a file receiver actor while this machine decides what is allowed when.
+ */
+export const sessionMachine = setup({
+  types: {
+    context: {} as SessionContext,
+    events: {} as SessionEvent,
+    input: {} as SessionInput,
+    emitted: {} as SessionEmitted,
+  },
+  actors: {
+    connection: sessionConnection,
+    fileReceiver,
+    /** Opens received media when asked; a pass-through until media opening exists. */
+    dispatchMedia: fromPromise<MediaOutcome, { saved: SavedFile }>(async () => ({})),
+  },
+  delays: {
+    handshakeTimeout: ({ context }) => context.timeouts.handshakeMs,
+  },
+  guards: {
+    isLegacy: ({ context }) => context.format === 'legacy',
+    isDraining: ({ context }) => context.draining,
+    endedCleanly: ({ event }) => event.type === 'peer-ended' && event.clean,
+  },
+  actions: {
+    pauseReading: sendTo('connection', { type: 'pause' }),
+    resumeReading: sendTo('connection', { type: 'resume' }),
+    assignFormat: assign({ format: ({ event }) => (event.type === 'format' ? event.format : undefined) }),
+    markDraining: assign({ draining: true }),
+    replyWelcome: sendTo('connection', ({ context }) => ({
+      type: 'reply' as const,
+      reply: {
+        type: 'welcome' as const,
+        info: { version: 1, agent: context.agent, session: context.id, maxMessage: context.limits.maxMessage, maxFrame: context.limits.maxFrame },
+      },
+    })),
+    logHello: ({ context, event }) => {
+      if (event.type !== 'hello') return;
+      context.log.info({ event: 'hello', format: context.format, agent: event.info.agent }, 'client said hello');
+    },
+    handleMessage: ({ context, event }) => {
+      if (event.type !== 'message') return;
+      context.log.info({ event: 'message', id: event.id, text: event.text }, 'message');
+    },
+    replyMessageAck: sendTo('connection', ({ event }) =>
+      event.type === 'message'
+        ? { type: 'reply' as const, reply: { type: 'message-ack' as const, id: event.id, text: event.text, raw: event.raw } }
+        : { type: 'resume' as const },
+    ),
+    emitMessage: emit(({ event }) => (event.type === 'message' ? { type: 'message' as const, id: event.id, text: event.text } : { type: 'message' as const, id: -1, text: '' })),
+    replyPong: sendTo('connection', ({ event }) => ({
+      type: 'reply' as const,
+      reply: { type: 'pong' as const, payload: event.type === 'ping' ? event.payload : Buffer.alloc(0) },
+    })),
+    assignUpload: assign({ upload: ({ event }) => (event.type === 'upload-offer' ? { offer: event.offer } : undefined) }),
+    clearUpload: assign({ upload: undefined }),
+    replyUploadAccept: sendTo('connection', ({ context, event }) => ({
+      type: 'reply' as const,
+      reply: { type: 'upload-accept' as const, id: context.upload?.offer.id ?? 0, offset: event.type === 'file.ready' ? event.offset : 0 },
+    })),
+    logUploadStarted: ({ context, event }) => {
+      if (event.type !== 'file.ready' || !context.upload) return;
+      context.log.info({ event: 'upload-started', id: context.upload.offer.id, name: event.name, size: context.upload.offer.size }, 'upload started');
+    },
+    forwardChunk: sendTo('receiver', ({ event }) => (event.type === 'data' ? event : { type: 'finish' as const })),
+    finishFile: sendTo('receiver', ({ event }) =>
+      event.type === 'upload-end' && event.sha256 !== undefined ? { type: 'finish' as const, sha256: event.sha256 } : { type: 'finish' as const },
+    ),
+    assignSaved: assign({
+      upload: ({ context, event }) => (context.upload && event.type === 'file.saved' ? { ...context.upload, saved: event.saved } : context.upload),
+    }),
+    logFileSaved: ({ context, event }) => {
+      if (event.type !== 'file.saved') return;
+      const { savedAs, bytes, sha256 } = event.saved;
+      context.log.info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, savedAs, bytes, sha256 }, 'file saved');
+    },
+    emitFileSaved: emit(({ event }) => ({ type: 'file-saved' as const, saved: event.type === 'file.saved' ? event.saved : { savedAs: '', path: '', bytes: 0, sha256: '' } })),
+    replyUploadDone: sendTo('connection', ({ context }) => {
+      const saved = context.upload?.saved;
+      return {
+        type: 'reply' as const,
+        reply: { type: 'upload-done' as const, result: { id: context.upload?.offer.id ?? 0, savedAs: saved?.savedAs ?? '', bytes: saved?.bytes ?? 0, sha256: saved?.sha256 ?? '' } },
+      };
+    }),
+    replyUploadError: sendTo('connection', ({ context, event }) => ({
+      type: 'reply' as const,
+      reply: errorReply((event as { error: FerryError }).error, context.upload?.offer.id),
+    })),
+    logUploadFailed: ({ context, event }) => {
+      const error = (event as { error?: FerryError }).error;
+      context.log.warn({ event: 'upload-failed', id: context.upload?.offer.id, name: context.upload?.offer.name, code: error?.code }, error?.message ?? 'upload failed');
+    },
+    closeWithError: sendTo('connection', ({ context, event }) => ({
+      type: 'close' as const,
+      reply: errorReply((event as { error: FerryError }).error, context.upload?.offer.id),
+    })),
+    logProtocolError: ({ context, event }) => {
+      if (event.type !== 'protocol-error') return;
+      context.log.warn({ event: 'protocol-error', code: event.error.code }, event.error.message);
+    },
+    refuseUnexpected: sendTo('connection', ({ context, event }) => {
+      context.log.warn({ event: 'protocol-error', code: 'E_UNEXPECTED_FRAME', frame: event.type }, `unexpected ${event.type} frame`);
+      return {
+        type: 'close' as const,
+        reply: { type: 'error' as const, error: { code: 'E_UNEXPECTED_FRAME', message: `A ${event.type} frame is not allowed at this point; the client is broken or out of date.` } },
+      };
+    }),
+    closeGracefully: sendTo('connection', { type: 'close', reply: { type: 'bye' } }),
+    closeQuietly: sendTo('connection', { type: 'close' }),
+    logHandshakeTimeout: ({ context }) => {
+      context.log.warn({ event: 'handshake-timeout', ms: context.timeouts.handshakeMs }, 'no handshake in time; closing');
+    },
+    logPeerEnded: ({ context, event }) => {
+      if (event.type !== 'peer-ended') return;
+      if (event.clean) context.log.debug({ event: 'peer-ended' }, 'client finished sending');
+      else context.log.warn({ event: 'peer-ended', clean: false, upload: context.upload?.offer.name }, 'client stopped in the middle of a frame');
+    },
+    logClosed: ({ context, event }) => {
+      const error = event.type === 'peer-gone' ? event.error : undefined;
+      context.log.info({ event: 'disconnected', ...(error ? { reason: (error as NodeJS.ErrnoException).code ?? error.message } : {}) }, 'connection closed');
+    },
+  },
+}).createMachine({
+  id: 'session',
+  context: ({ input }) => ({
+    id: input.id,
+    remote: input.transport.remote,
+    transport: input.transport,
+    store: input.store,
+    log: input.log,
+    limits: input.limits,
+    codecs: input.codecs,
+    timeouts: input.timeouts,
+    agent: input.agent,
+    format: undefined,
+    upload: undefined,
+    draining: false,
+  }),
+  invoke: {
+    id: 'connection',
+    src: 'connection',
+    input: ({ context }) => ({ transport: context.transport, limits: context.limits, codecs: context.codecs }),
+  },
+  on: {
+    format: { actions: 'assignFormat' },
+    ping: { actions: 'replyPong' },
+    pong: {},
+    shutdown: { actions: 'markDraining' },
+    'protocol-error': { target: '.closing', actions: ['logProtocolError', 'closeWithError'] },
+    'peer-ended': { target: '.closing', actions: ['logPeerEnded', 'closeQuietly'] },
+    'peer-gone': { target: '.closed' },
+  },
+  initial: 'handshaking',
+  states: {
+    handshaking: {
+      description: 'Waiting for the client to say which protocol it speaks.',
+      after: { handshakeTimeout: { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] } },
+      on: {
+        hello: { target: 'awaitingHeader', actions: ['logHello', 'replyWelcome'] },
+        shutdown: { target: 'closing', actions: 'closeQuietly' },
+        ...refuseOthers(['hello']),
+      },
+    },
+    awaitingHeader: {
+      description: 'Between commands: waiting for the next message or upload to begin.',
+      entry: 'resumeReading',
+      always: { guard: 'isDraining', target: 'closing', actions: 'closeGracefully' },
+      on: {
+        'message-header': { target: 'receivingBody' },
+        'upload-offer': { target: 'receivingFile', actions: 'assignUpload' },
+        bye: { target: 'closing', actions: 'closeGracefully' },
+        shutdown: { target: 'closing', actions: ['markDraining', 'closeGracefully'] },
+        ...refuseOthers(['message-header', 'upload-offer', 'bye']),
+      },
+    },
+    receivingBody: {
+      description: 'A message has begun; waiting for the rest of its text.',
+      on: {
+        message: { target: 'awaitingHeader', actions: ['handleMessage', 'replyMessageAck', 'emitMessage'] },
+        ...refuseOthers(['message']),
+      },
+    },
+    receivingFile: {
+      description: 'An upload is under way: open the partial file, stream chunks into it, verify it.',
+      invoke: {
+        id: 'receiver',
+        src: 'fileReceiver',
+        input: ({ context }) => ({ store: context.store, offer: context.upload!.offer }),
+      },
+      initial: 'opening',
+      states: {
+        opening: {
+          description: 'Checking the name, size and free space, and opening the partial file.',
+          entry: 'pauseReading',
+          on: {
+            'file.ready': { target: 'streaming', actions: ['logUploadStarted', 'replyUploadAccept'] },
+            'file.refused': [
+              // The original format sends the bytes without waiting for an answer: the stream cannot continue.
+              { guard: 'isLegacy', target: '#session.closing', actions: ['logUploadFailed', 'closeQuietly'] },
+              { target: '#session.awaitingHeader', actions: ['logUploadFailed', 'replyUploadError', 'clearUpload'] },
+            ],
+          },
+        },
+        streaming: {
+          description: 'Writing each chunk to the partial file as it arrives, hashing it on the way.',
+          entry: 'resumeReading',
+          on: {
+            data: { actions: 'forwardChunk' },
+            'file.busy': { actions: 'pauseReading' },
+            'file.writable': { actions: 'resumeReading' },
+            'upload-end': { target: 'verifying', actions: 'finishFile' },
+            'file.failed': { target: '#session.closing', actions: ['logUploadFailed', 'closeWithError'] },
+            ...refuseOthers(['data', 'upload-end']),
+          },
+        },
+        verifying: {
+          description: 'All bytes are in: checking size and SHA-256, then moving the file to its final name.',
+          entry: 'pauseReading',
+          on: {
+            'file.saved': { target: '#session.dispatchingMedia', actions: ['assignSaved', 'logFileSaved', 'emitFileSaved'] },
+            'file.failed': [
+              { guard: 'isLegacy', target: '#session.closing', actions: ['logUploadFailed', 'closeQuietly'] },
+              { target: '#session.awaitingHeader', actions: ['logUploadFailed', 'replyUploadError', 'clearUpload'] },
+            ],
+          },
+        },
+      },
+    },
+    dispatchingMedia: {
+      description: 'The file is saved: opening it in an app when the client asked for that, then answering.',
+      entry: 'pauseReading',
+      invoke: {
+        src: 'dispatchMedia',
+        input: ({ context }) => ({ saved: context.upload!.saved! }),
+        onDone: { target: 'awaitingHeader', actions: ['replyUploadDone', 'clearUpload'] },
+        onError: { target: 'awaitingHeader', actions: ['replyUploadDone', 'clearUpload'] },
+      },
+    },
+    closing: {
+      description: 'Flushing the last reply and waiting for the socket to close.',
+      on: {
+        'peer-ended': {},
+        'protocol-error': {},
+        shutdown: {},
+      },
+    },
+    closed: {
+      description: 'The connection is gone; the session is over.',
+      type: 'final',
+      entry: 'logClosed',
+    },
+  },
+});
+
+export type SessionMachine = typeof sessionMachine;

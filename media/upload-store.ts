@@ -1,0 +1,418 @@
+/**
+ * Stores files sent by peers. Bytes go to a temp file under `<root>/.ferry/partial/` and only a
+ * complete, verified file is given its final name, which is created without ever replacing or
+ * following anything that already exists in the root.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Hash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { FerryError } from '../transport/errors.js';
+import { numberedName, safeName } from './names.js';
+
+/** How the store is set up. */
+export interface UploadStoreOptions {
+  /** Folder the files are saved in; created if missing. */
+  root: string;
+  /** Largest accepted file in bytes; undefined means only free disk space limits it. */
+  maxFileSize?: number;
+}
+
+/** What a peer announces before sending a file. */
+export interface Offer {
+  name: string;
+  size: number;
+}
+
+/** A file that was stored. */
+export interface SavedFile {
+  /** Base name the file was saved under; differs from the offered name when that was taken or unsafe. */
+  savedAs: string;
+  /** Absolute path of the stored file. */
+  path: string;
+  bytes: number;
+  /** Lower-case hex SHA-256 of the content. */
+  sha256: string;
+}
+
+/** A file being received. Obtain one from {@link UploadStore.begin}. */
+export interface IncomingFile {
+  /** The sanitised requested name; the final name may carry a ` (n)` suffix. */
+  readonly name: string;
+  /** The announced size in bytes. */
+  readonly size: number;
+  /** Bytes accepted by `write()` so far. */
+  readonly received: number;
+  /**
+   * Hashes and writes a chunk. The chunk must not be modified afterwards, since it is queued
+   * without copying. Returns false when the caller should wait for `onDrain` before writing more.
+   *
+   * @throws FerryError `E_UPLOAD_SIZE` when the chunk would exceed the announced size (nothing is
+   *   written); `E_NO_SPACE` or `E_STORE_FAILED` once writing to disk has failed; `E_STORE_FAILED`
+   *   after `finish()` or `abort()`.
+   */
+  write(chunk: Buffer): boolean;
+  /**
+   * Registers a one-shot listener for when writing may continue. Listeners also run when the disk
+   * write fails, so nobody waits forever; the next `write()` then throws the failure.
+   */
+  onDrain(listener: () => void): void;
+  /**
+   * Completes the upload: checks the size and, when given, the SHA-256 (hex, any case), then gives
+   * the file its final name. The temp file is removed whatever the outcome. Calling it again
+   * returns the same promise.
+   *
+   * @throws FerryError `E_UPLOAD_SIZE`, `E_HASH_MISMATCH`, `E_NO_SPACE` or `E_STORE_FAILED`.
+   */
+  finish(expectedSha256?: string): Promise<SavedFile>;
+  /**
+   * Stops the upload and deletes the temp file. Idempotent and never rejects. Once `finish()` has
+   * been called it only waits for that to settle, so a verified file is not thrown away.
+   */
+  abort(): Promise<void>;
+}
+
+const PARTIAL_DIR = path.join('.ferry', 'partial');
+const WRITE_HIGH_WATER_MARK = 1024 * 1024;
+const MAX_NUMBERED_NAMES = 10_000;
+// Codes with which link() says the file system has no hard links, rather than that something is wrong.
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS']);
+
+/** Saves incoming files inside `root` and nowhere else. */
+export class UploadStore {
+  /** Absolute path of the folder files are saved in. */
+  readonly root: string;
+  readonly #partialDir: string;
+  readonly #maxFileSize: number | undefined;
+  readonly #active = new Set<Incoming>();
+  #initialising: Promise<void> | undefined;
+  #hardLinks = true;
+
+  constructor(opts: UploadStoreOptions) {
+    if (opts.maxFileSize !== undefined && !(Number.isSafeInteger(opts.maxFileSize) && opts.maxFileSize >= 0)) {
+      throw new RangeError(`maxFileSize must be a non-negative integer, got ${opts.maxFileSize}.`);
+    }
+    this.root = path.resolve(opts.root);
+    this.#partialDir = path.join(this.root, PARTIAL_DIR);
+    this.#maxFileSize = opts.maxFileSize;
+  }
+
+  /** Creates the root and the folder for partial uploads. Safe to call repeatedly. */
+  init(): Promise<void> {
+    this.#initialising ??= fs.promises.mkdir(this.#partialDir, { recursive: true }).then(
+      () => undefined,
+      (err: unknown) => {
+        // Forget the failure so a later call can retry once the cause is fixed.
+        this.#initialising = undefined;
+        throw storeError(err, 'creating the upload folder');
+      },
+    );
+    return this.#initialising;
+  }
+
+  /**
+   * Starts receiving a file after checking its name, its size and the free disk space.
+   *
+   * @throws FerryError `E_BAD_NAME`, `E_UPLOAD_SIZE` (size not a non-negative integer),
+   *   `E_FILE_TOO_LARGE`, `E_NO_SPACE` or `E_STORE_FAILED`.
+   */
+  async begin(offer: Offer): Promise<IncomingFile> {
+    const name = safeName(offer.name);
+    const size = offer.size;
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      throw new FerryError(
+        'E_UPLOAD_SIZE',
+        `The announced size ${String(size)} is not a whole number of bytes; send the file again with its real size.`,
+      );
+    }
+    if (this.#maxFileSize !== undefined && size > this.#maxFileSize) {
+      throw new FerryError(
+        'E_FILE_TOO_LARGE',
+        `The file is ${size} bytes but this server accepts at most ${this.#maxFileSize} bytes; send a smaller file or raise the limit.`,
+      );
+    }
+
+    await this.init();
+    await this.#checkFreeSpace(size);
+
+    const tempPath = path.join(this.#partialDir, randomBytes(16).toString('hex') + '.part');
+    const stream = fs.createWriteStream(tempPath, { flags: 'wx', highWaterMark: WRITE_HIGH_WATER_MARK });
+    const incoming: Incoming = new Incoming(name, size, tempPath, stream, {
+      place: (temp, wanted) => this.#place(temp, wanted),
+      release: () => this.#active.delete(incoming),
+    });
+    try {
+      await incoming.opened();
+    } catch (err) {
+      // The 'wx' open failed, so the path is not ours to delete.
+      throw storeError(err, 'creating a temporary file');
+    }
+    this.#active.add(incoming);
+    return incoming;
+  }
+
+  /**
+   * Gives the temp file its final name, numbering the name while it is taken. Creating the name
+   * with link() or an exclusive copy fails if anything exists there, including a symlink, so
+   * nothing is overwritten or followed, and concurrent uploads cannot collide.
+   */
+  async #place(tempPath: string, name: string): Promise<{ savedAs: string; path: string }> {
+    for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
+      const candidate = n === 0 ? name : numberedName(name, n);
+      const finalPath = path.join(this.root, candidate);
+      if (path.dirname(finalPath) !== this.root || path.basename(finalPath) !== candidate) {
+        throw new FerryError(
+          'E_STORE_FAILED',
+          `The name ${JSON.stringify(candidate)} would leave the upload folder, so the file was not stored; rename it and send it again.`,
+        );
+      }
+      if (await this.#claim(tempPath, finalPath)) {
+        return { savedAs: candidate, path: finalPath };
+      }
+    }
+    throw new FerryError(
+      'E_STORE_FAILED',
+      `More than ${MAX_NUMBERED_NAMES} files named ${JSON.stringify(name)} already exist in the upload folder; rename the file or clean up the folder and send it again.`,
+    );
+  }
+
+  /** Returns false when the name is taken. */
+  async #claim(tempPath: string, finalPath: string): Promise<boolean> {
+    if (this.#hardLinks) {
+      try {
+        await fs.promises.link(tempPath, finalPath);
+        return true;
+      } catch (err) {
+        const code = errorCode(err);
+        if (code === 'EEXIST') return false;
+        if (code === undefined || !NO_HARD_LINKS.has(code)) throw storeError(err, 'naming the received file');
+        this.#hardLinks = false;
+      }
+    }
+    // Without hard links the name shows a growing file while the copy runs; a failed copy
+    // is removed by copyFile itself.
+    try {
+      await fs.promises.copyFile(tempPath, finalPath, fs.constants.COPYFILE_EXCL);
+      return true;
+    } catch (err) {
+      if (errorCode(err) === 'EEXIST') return false;
+      throw storeError(err, 'copying the received file into place');
+    }
+  }
+
+  async #checkFreeSpace(size: number): Promise<void> {
+    let free: number;
+    try {
+      const stats = await fs.promises.statfs(this.root);
+      free = stats.bavail * stats.bsize;
+    } catch (err) {
+      throw storeError(err, 'checking the free disk space');
+    }
+    // Uploads in progress will still need the rest of their announced size.
+    let reserved = 0;
+    for (const incoming of this.#active) reserved += incoming.size - incoming.received;
+    const available = Math.max(0, free - reserved);
+    if (size > available) {
+      throw new FerryError(
+        'E_NO_SPACE',
+        `The file is ${size} bytes but only ${available} bytes of disk space are free for uploads; free some space and send the file again.`,
+      );
+    }
+  }
+}
+
+type State = 'open' | 'finishing' | 'aborted';
+
+interface StoreHooks {
+  place(tempPath: string, name: string): Promise<{ savedAs: string; path: string }>;
+  /** The upload no longer needs disk space reserved. */
+  release(): void;
+}
+
+class Incoming implements IncomingFile {
+  readonly name: string;
+  readonly size: number;
+  #received = 0;
+  readonly #store: StoreHooks;
+  readonly #tempPath: string;
+  readonly #stream: fs.WriteStream;
+  readonly #hash: Hash = createHash('sha256');
+  #state: State = 'open';
+  #failure: FerryError | undefined;
+  #drainListeners: (() => void)[] = [];
+  #finishing: Promise<SavedFile> | undefined;
+  #aborting: Promise<void> | undefined;
+
+  constructor(name: string, size: number, tempPath: string, stream: fs.WriteStream, store: StoreHooks) {
+    this.#store = store;
+    this.name = name;
+    this.size = size;
+    this.#tempPath = tempPath;
+    this.#stream = stream;
+    // A listener must be attached for the whole life of the stream: an unhandled
+    // 'error' event would take the process down.
+    stream.on('error', (err) => {
+      this.#failure ??= storeError(err, 'writing the received file');
+      this.#runDrainListeners();
+    });
+    stream.on('drain', () => this.#runDrainListeners());
+  }
+
+  get received(): number {
+    return this.#received;
+  }
+
+  opened(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onReady = (): void => {
+        this.#stream.off('error', onError);
+        resolve();
+      };
+      const onError = (err: Error): void => {
+        this.#stream.off('ready', onReady);
+        reject(err);
+      };
+      this.#stream.once('ready', onReady);
+      this.#stream.once('error', onError);
+    });
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.#state !== 'open') {
+      throw new FerryError(
+        'E_STORE_FAILED',
+        `The upload of ${JSON.stringify(this.name)} is already finished or aborted, so no more data can be written; start a new upload.`,
+      );
+    }
+    if (this.#failure) throw this.#failure;
+    if (this.#received + chunk.length > this.size) {
+      throw new FerryError(
+        'E_UPLOAD_SIZE',
+        `The sender sent more than the announced ${this.size} bytes; send the file again with its real size.`,
+      );
+    }
+    this.#hash.update(chunk);
+    this.#received += chunk.length;
+    return this.#stream.write(chunk);
+  }
+
+  onDrain(listener: () => void): void {
+    if (this.#state === 'aborted') return;
+    if (this.#failure || !this.#stream.writableNeedDrain) {
+      // Keep the callback asynchronous in every case, so callers see one behaviour.
+      process.nextTick(listener);
+      return;
+    }
+    this.#drainListeners.push(listener);
+  }
+
+  finish(expectedSha256?: string): Promise<SavedFile> {
+    if (this.#state === 'aborted') {
+      return Promise.reject(
+        new FerryError(
+          'E_STORE_FAILED',
+          `The upload of ${JSON.stringify(this.name)} was aborted, so it cannot be finished; send the file again.`,
+        ),
+      );
+    }
+    this.#finishing ??= this.#finish(expectedSha256);
+    return this.#finishing;
+  }
+
+  async #finish(expectedSha256: string | undefined): Promise<SavedFile> {
+    this.#state = 'finishing';
+    this.#drainListeners = [];
+    try {
+      await this.#closeStream(false);
+      if (this.#failure) throw this.#failure;
+      if (this.#received !== this.size) {
+        throw new FerryError(
+          'E_UPLOAD_SIZE',
+          `The file ended after ${this.#received} of the announced ${this.size} bytes; send it again.`,
+        );
+      }
+      const sha256 = this.#hash.digest('hex');
+      if (expectedSha256 !== undefined && expectedSha256.toLowerCase() !== sha256) {
+        throw new FerryError(
+          'E_HASH_MISMATCH',
+          `The received file has SHA-256 ${sha256} but the sender announced ${expectedSha256}, so it was discarded; send it again.`,
+        );
+      }
+      const placed = await this.#store.place(this.#tempPath, this.name);
+      return { savedAs: placed.savedAs, path: placed.path, bytes: this.#received, sha256 };
+    } finally {
+      await removeQuietly(this.#tempPath);
+      this.#store.release();
+    }
+  }
+
+  abort(): Promise<void> {
+    if (this.#finishing) return this.#finishing.then(noop, noop);
+    this.#aborting ??= this.#abort();
+    return this.#aborting;
+  }
+
+  async #abort(): Promise<void> {
+    this.#state = 'aborted';
+    this.#drainListeners = [];
+    try {
+      await this.#closeStream(true);
+    } catch {
+      // Aborting must never fail; the temp file is removed below either way.
+    }
+    await removeQuietly(this.#tempPath);
+    this.#store.release();
+  }
+
+  #closeStream(destroy: boolean): Promise<void> {
+    const stream = this.#stream;
+    return new Promise((resolve) => {
+      if (stream.closed) {
+        resolve();
+        return;
+      }
+      stream.once('close', () => resolve());
+      if (destroy) stream.destroy();
+      else stream.end();
+    });
+  }
+
+  #runDrainListeners(): void {
+    const listeners = this.#drainListeners;
+    this.#drainListeners = [];
+    for (const listener of listeners) listener();
+  }
+}
+
+function noop(): void {}
+
+async function removeQuietly(file: string): Promise<void> {
+  try {
+    await fs.promises.unlink(file);
+  } catch {
+    // Already gone, or the folder is unusable; a leftover temp file does no harm.
+  }
+}
+
+function errorCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}
+
+function storeError(err: unknown, doing: string): FerryError {
+  if (err instanceof FerryError) return err;
+  const code = errorCode(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new FerryError(
+      'E_NO_SPACE',
+      `The disk ran out of space while ${doing}; free some space and send the file again.`,
+      { cause: err },
+    );
+  }
+  const detail = code ?? (err instanceof Error ? err.message : String(err));
+  return new FerryError(
+    'E_STORE_FAILED',
+    `The server failed while ${doing} (${detail}); check that the upload folder is writable and send the file again.`,
+    { cause: err },
+  );
+}

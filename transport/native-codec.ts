@@ -1,0 +1,414 @@
+import { ProtocolError } from './errors.js';
+import {
+  DEFAULT_LIMITS,
+  FRAME_HEADER_LENGTH,
+  FrameType,
+  PREAMBLE_LENGTH,
+  PREAMBLE_MAGIC,
+  PROTOCOL_VERSION,
+  type ClientToken,
+  type ErrorInfo,
+  type HelloInfo,
+  type Limits,
+  type ServerToken,
+  type UploadOffer,
+  type UploadResultInfo,
+  type WelcomeInfo,
+} from './frames.js';
+import type { ReplyEncoder, SessionReply } from './replies.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+type Phase = 'preamble' | 'header' | 'body' | 'data';
+
+/**
+ * Incremental decoder for the native format: bytes in, tokens out, leftovers kept. DATA payloads
+ * are streamed as zero-copy slices of the incoming chunks and never buffered; every other frame is
+ * buffered up to its limit, which is checked the moment its length is read.
+ */
+abstract class FrameDecoder<T> {
+  private phase: Phase = 'preamble';
+  /** Holds a preamble or frame header split across chunks. */
+  private readonly head = Buffer.alloc(Math.max(PREAMBLE_LENGTH, FRAME_HEADER_LENGTH));
+  private headFill = 0;
+  private frameType = 0;
+  private remaining = 0;
+  private parts: Buffer[] = [];
+  private failed: ProtocolError | undefined;
+
+  constructor(protected readonly limits: Limits = DEFAULT_LIMITS) {}
+
+  /** Decode as much of `chunk` as possible. After a ProtocolError the decoder refuses further input. */
+  feed(chunk: Buffer): T[] {
+    if (this.failed) throw this.failed;
+    const out: T[] = [];
+    try {
+      this.consume(chunk, out);
+    } catch (err) {
+      if (err instanceof ProtocolError) this.failed = err;
+      throw err;
+    }
+    return out;
+  }
+
+  /** True when no frame is partly received (a clean place for the peer to stop). */
+  get idle(): boolean {
+    return this.phase === 'header' && this.headFill === 0;
+  }
+
+  private consume(chunk: Buffer, out: T[]): void {
+    let offset = 0;
+    while (offset < chunk.length) {
+      switch (this.phase) {
+        case 'preamble': {
+          offset = this.fillHead(chunk, offset, PREAMBLE_LENGTH);
+          if (this.headFill < PREAMBLE_LENGTH) return;
+          this.checkPreamble();
+          this.headFill = 0;
+          this.phase = 'header';
+          break;
+        }
+        case 'header': {
+          offset = this.fillHead(chunk, offset, FRAME_HEADER_LENGTH);
+          if (this.headFill < FRAME_HEADER_LENGTH) return;
+          this.headFill = 0;
+          this.startFrame(this.head[0]!, this.head.readUInt32BE(1), out);
+          break;
+        }
+        case 'data': {
+          const take = Math.min(this.remaining, chunk.length - offset);
+          out.push(this.dataToken(offset === 0 && take === chunk.length ? chunk : chunk.subarray(offset, offset + take)));
+          offset += take;
+          this.remaining -= take;
+          if (this.remaining === 0) this.phase = 'header';
+          break;
+        }
+        case 'body': {
+          const take = Math.min(this.remaining, chunk.length - offset);
+          this.parts.push(chunk.subarray(offset, offset + take));
+          offset += take;
+          this.remaining -= take;
+          if (this.remaining === 0) this.endFrame(out);
+          break;
+        }
+      }
+    }
+  }
+
+  private fillHead(chunk: Buffer, offset: number, want: number): number {
+    const take = Math.min(want - this.headFill, chunk.length - offset);
+    chunk.copy(this.head, this.headFill, offset, offset + take);
+    this.headFill += take;
+    return offset + take;
+  }
+
+  private checkPreamble(): void {
+    if (!this.head.subarray(0, PREAMBLE_MAGIC.length).equals(PREAMBLE_MAGIC)) {
+      throw new ProtocolError('E_BAD_PREAMBLE', 'The peer did not open with the ferry handshake; check that it is a ferry client or server.');
+    }
+    const version = this.head[PREAMBLE_MAGIC.length]!;
+    if (version !== PROTOCOL_VERSION) {
+      throw new ProtocolError(
+        'E_UNSUPPORTED_VERSION',
+        `The peer speaks ferry protocol version ${version}, but this ferry speaks version ${PROTOCOL_VERSION}; upgrade the older side.`,
+      );
+    }
+  }
+
+  private startFrame(type: number, length: number, out: T[]): void {
+    this.frameType = type;
+    this.remaining = length;
+    if (type === FrameType.DATA && this.acceptsData()) {
+      if (length > 0) this.phase = 'data';
+      return;
+    }
+    const limit = this.limitFor(type);
+    if (length > limit) {
+      const what = type === FrameType.MESSAGE ? 'message' : 'frame';
+      throw new ProtocolError(
+        type === FrameType.MESSAGE ? 'E_MESSAGE_TOO_LARGE' : 'E_FRAME_TOO_LARGE',
+        `A ${what} of ${length} bytes exceeds the limit of ${limit} bytes; send less at once.`,
+      );
+    }
+    const early = this.frameStarted(type, length);
+    if (early !== undefined) out.push(early);
+    this.parts = [];
+    if (length === 0) this.endFrame(out);
+    else this.phase = 'body';
+  }
+
+  private endFrame(out: T[]): void {
+    const payload = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
+    this.parts = [];
+    this.phase = 'header';
+    out.push(this.frame(this.frameType, payload));
+  }
+
+  /** Largest payload allowed for a buffered frame of this type; unknown types are refused here. */
+  protected abstract limitFor(type: number): number;
+  /** Whether DATA frames are streamed by this side. */
+  protected abstract acceptsData(): boolean;
+  protected abstract dataToken(chunk: Buffer): T;
+  /** A token to emit as soon as a frame's header is known (before its body), if any. */
+  protected abstract frameStarted(type: number, length: number): T | undefined;
+  protected abstract frame(type: number, payload: Buffer): T;
+}
+
+function unknownFrame(type: number): ProtocolError {
+  return new ProtocolError('E_UNKNOWN_FRAME', `Frame type 0x${type.toString(16).padStart(2, '0')} is not known here; the peer may be newer or broken.`);
+}
+
+function badFrame(what: string): ProtocolError {
+  return new ProtocolError('E_BAD_FRAME', `A ${what} frame is malformed; the peer is broken or not ferry.`);
+}
+
+function parseJson(payload: Buffer, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(utf8.decode(payload));
+  } catch {
+    throw badFrame(what);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw badFrame(what);
+  return value as Record<string, unknown>;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function decodeText(bytes: Buffer): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new ProtocolError('E_BAD_UTF8', 'A message is not valid UTF-8; send text encoded as UTF-8.');
+  }
+}
+
+function idAndRest(payload: Buffer, what: string): { id: number; rest: Buffer } {
+  if (payload.length < 4) throw badFrame(what);
+  return { id: payload.readUInt32BE(0), rest: payload.subarray(4) };
+}
+
+/** Decodes what a client sends to a server. */
+export class ServerDecoder extends FrameDecoder<ServerToken> {
+  protected limitFor(type: number): number {
+    switch (type) {
+      case FrameType.MESSAGE:
+        return this.limits.maxMessage + 4;
+      case FrameType.HELLO:
+      case FrameType.BYE:
+      case FrameType.PING:
+      case FrameType.PONG:
+      case FrameType.UPLOAD_OFFER:
+      case FrameType.UPLOAD_END:
+        return this.limits.maxFrame;
+      default:
+        throw unknownFrame(type);
+    }
+  }
+
+  protected acceptsData(): boolean {
+    return true;
+  }
+
+  protected dataToken(chunk: Buffer): ServerToken {
+    return { type: 'data', chunk };
+  }
+
+  protected frameStarted(type: number, length: number): ServerToken | undefined {
+    if (type !== FrameType.MESSAGE) return undefined;
+    if (length < 4) throw badFrame('message');
+    // The id sits inside the body, which may not be here yet; the machine only needs to know a body is coming.
+    return { type: 'message-header', length: length - 4 };
+  }
+
+  protected frame(type: number, payload: Buffer): ServerToken {
+    switch (type) {
+      case FrameType.HELLO: {
+        const json = parseJson(payload, 'hello');
+        if (!isCount(json.version) || typeof json.agent !== 'string') throw badFrame('hello');
+        const info: HelloInfo = { version: json.version, agent: json.agent };
+        if (typeof json.clientId === 'string') info.clientId = json.clientId;
+        return { type: 'hello', info };
+      }
+      case FrameType.MESSAGE: {
+        const { id, rest } = idAndRest(payload, 'message');
+        return { type: 'message', id, text: decodeText(rest), raw: rest };
+      }
+      case FrameType.UPLOAD_OFFER: {
+        const json = parseJson(payload, 'upload offer');
+        if (!isCount(json.id) || typeof json.name !== 'string' || !isCount(json.size)) throw badFrame('upload offer');
+        return { type: 'upload-offer', offer: { id: json.id, name: json.name, size: json.size } };
+      }
+      case FrameType.UPLOAD_END: {
+        const json = parseJson(payload, 'upload end');
+        if (!isCount(json.id) || (json.sha256 !== undefined && (typeof json.sha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(json.sha256)))) {
+          throw badFrame('upload end');
+        }
+        return json.sha256 === undefined ? { type: 'upload-end', id: json.id } : { type: 'upload-end', id: json.id, sha256: json.sha256.toLowerCase() };
+      }
+      case FrameType.PING:
+        return { type: 'ping', payload };
+      case FrameType.PONG:
+        return { type: 'pong', payload };
+      case FrameType.BYE:
+        return { type: 'bye' };
+      default:
+        throw unknownFrame(type);
+    }
+  }
+}
+
+/** Decodes what a server sends to a client. */
+export class ClientDecoder extends FrameDecoder<ClientToken> {
+  protected limitFor(type: number): number {
+    switch (type) {
+      case FrameType.MESSAGE_ACK:
+        return this.limits.maxMessage + 4;
+      case FrameType.WELCOME:
+      case FrameType.UPLOAD_ACCEPT:
+      case FrameType.UPLOAD_DONE:
+      case FrameType.ERROR:
+      case FrameType.PING:
+      case FrameType.PONG:
+      case FrameType.BYE:
+        return this.limits.maxFrame;
+      default:
+        throw unknownFrame(type);
+    }
+  }
+
+  protected acceptsData(): boolean {
+    return false;
+  }
+
+  protected dataToken(): ClientToken {
+    throw unknownFrame(FrameType.DATA);
+  }
+
+  protected frameStarted(): ClientToken | undefined {
+    return undefined;
+  }
+
+  protected frame(type: number, payload: Buffer): ClientToken {
+    switch (type) {
+      case FrameType.WELCOME: {
+        const json = parseJson(payload, 'welcome');
+        const { version, agent, session, maxMessage, maxFrame } = json;
+        if (!isCount(version) || typeof agent !== 'string' || typeof session !== 'string' || !isCount(maxMessage) || !isCount(maxFrame)) {
+          throw badFrame('welcome');
+        }
+        return { type: 'welcome', info: { version, agent, session, maxMessage, maxFrame } };
+      }
+      case FrameType.MESSAGE_ACK: {
+        const { id, rest } = idAndRest(payload, 'message acknowledgement');
+        return { type: 'message-ack', id, text: decodeText(rest) };
+      }
+      case FrameType.UPLOAD_ACCEPT: {
+        const json = parseJson(payload, 'upload accept');
+        if (!isCount(json.id) || !isCount(json.offset)) throw badFrame('upload accept');
+        return { type: 'upload-accept', id: json.id, offset: json.offset };
+      }
+      case FrameType.UPLOAD_DONE: {
+        const json = parseJson(payload, 'upload done');
+        const { id, savedAs, bytes, sha256 } = json;
+        if (!isCount(id) || typeof savedAs !== 'string' || !isCount(bytes) || typeof sha256 !== 'string') throw badFrame('upload done');
+        return { type: 'upload-done', result: { id, savedAs, bytes, sha256 } };
+      }
+      case FrameType.ERROR: {
+        const json = parseJson(payload, 'error');
+        if (typeof json.code !== 'string' || typeof json.message !== 'string' || (json.id !== undefined && !isCount(json.id))) throw badFrame('error');
+        const error: ErrorInfo = { code: json.code, message: json.message };
+        if (isCount(json.id)) error.id = json.id;
+        return { type: 'error', error };
+      }
+      case FrameType.PING:
+        return { type: 'ping', payload };
+      case FrameType.PONG:
+        return { type: 'pong', payload };
+      case FrameType.BYE:
+        return { type: 'bye' };
+      default:
+        throw unknownFrame(type);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoders. Small frames are built in one allocation; DATA frames are a 5-byte header written
+// before the caller's chunk (corked together), so file bytes are never copied.
+
+export function preamble(): Buffer {
+  const buf = Buffer.alloc(PREAMBLE_LENGTH);
+  PREAMBLE_MAGIC.copy(buf, 0);
+  buf[PREAMBLE_MAGIC.length] = PROTOCOL_VERSION;
+  return buf;
+}
+
+export function frameHeader(type: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH);
+  buf[0] = type;
+  buf.writeUInt32BE(length, 1);
+  return buf;
+}
+
+function frame(type: number, payload: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + payload.length);
+  buf[0] = type;
+  buf.writeUInt32BE(payload.length, 1);
+  payload.copy(buf, FRAME_HEADER_LENGTH);
+  return buf;
+}
+
+function jsonFrame(type: number, value: object): Buffer {
+  return frame(type, Buffer.from(JSON.stringify(value), 'utf8'));
+}
+
+function idFrame(type: number, id: number, text: string): Buffer {
+  const length = Buffer.byteLength(text, 'utf8');
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 4 + length);
+  buf[0] = type;
+  buf.writeUInt32BE(4 + length, 1);
+  buf.writeUInt32BE(id, FRAME_HEADER_LENGTH);
+  buf.write(text, FRAME_HEADER_LENGTH + 4, 'utf8');
+  return buf;
+}
+
+export const encode = {
+  hello: (info: HelloInfo) => jsonFrame(FrameType.HELLO, info),
+  welcome: (info: WelcomeInfo) => jsonFrame(FrameType.WELCOME, info),
+  bye: () => frame(FrameType.BYE, Buffer.alloc(0)),
+  error: (info: ErrorInfo) => jsonFrame(FrameType.ERROR, info),
+  ping: (payload: Buffer = Buffer.alloc(0)) => frame(FrameType.PING, payload),
+  pong: (payload: Buffer = Buffer.alloc(0)) => frame(FrameType.PONG, payload),
+  message: (id: number, text: string) => idFrame(FrameType.MESSAGE, id, text),
+  messageAck: (id: number, text: string) => idFrame(FrameType.MESSAGE_ACK, id, text),
+  uploadOffer: (offer: UploadOffer) => jsonFrame(FrameType.UPLOAD_OFFER, offer),
+  uploadAccept: (id: number, offset: number) => jsonFrame(FrameType.UPLOAD_ACCEPT, { id, offset }),
+  dataHeader: (length: number) => frameHeader(FrameType.DATA, length),
+  uploadEnd: (id: number, sha256: string) => jsonFrame(FrameType.UPLOAD_END, { id, sha256 }),
+  uploadDone: (result: UploadResultInfo) => jsonFrame(FrameType.UPLOAD_DONE, result),
+};
+
+/** Turns session replies into native frames. The welcome carries the server's preamble first. */
+export const nativeReplies: ReplyEncoder = {
+  encode(reply: SessionReply): Buffer | undefined {
+    switch (reply.type) {
+      case 'welcome':
+        return Buffer.concat([preamble(), encode.welcome(reply.info)]);
+      case 'message-ack':
+        return encode.messageAck(reply.id, reply.text);
+      case 'upload-accept':
+        return encode.uploadAccept(reply.id, reply.offset);
+      case 'upload-done':
+        return encode.uploadDone(reply.result);
+      case 'error':
+        return encode.error(reply.error);
+      case 'pong':
+        return encode.pong(reply.payload);
+      case 'bye':
+        return encode.bye();
+    }
+  },
+};

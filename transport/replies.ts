@@ -1,0 +1,20 @@
+import type { ErrorInfo, UploadResultInfo, WelcomeInfo } from './frames.js';
+
+/**
+ * What a session says back, independent of the wire format. The session machine produces these;
+ * a format's reply encoder turns them into bytes (or into nothing, where the format has no way to
+ * say it).
+ */
+export type SessionReply =
+  | { type: 'welcome'; info: WelcomeInfo }
+  | { type: 'message-ack'; id: number; text: string; raw: Buffer }
+  | { type: 'upload-accept'; id: number; offset: number }
+  | { type: 'upload-done'; result: UploadResultInfo }
+  | { type: 'error'; error: ErrorInfo }
+  | { type: 'pong'; payload: Buffer }
+  | { type: 'bye' };
+
+export interface ReplyEncoder {
+  /** Bytes to write for this reply, or undefined when the format has nothing to say. */
+  encode(reply: SessionReply): Buffer | undefined;
+}
