@@ -1,0 +1,20 @@
+import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+/**
+ * The server's logger: JSON lines when stdout is not a terminal (for machines), pretty when it is
+ * (for people). Errors carry stack traces only at debug level.
+ */
+export function createLogger(level: string, destination: NodeJS.WritableStream & { isTTY?: boolean } = process.stdout): Logger {
+  const debugging = level === 'debug' || level === 'trace';
+  const options = {
+    level,
+    serializers: {
+      err: (err: Error & { code?: string }) => (debugging ? pino.stdSerializers.err(err) : { type: err.name, code: err.code, message: err.message }),
+    },
+  };
+  if (destination.isTTY) {
+    return pino(options, pretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname', destination: 1 }));
+  }
+  return pino(options, destination === process.stdout ? pino.destination({ dest: 1, sync: true }) : destination);
+}

@@ -1,0 +1,46 @@
+import { Option, type Command } from 'commander';
+import { addClientOptions, clientFromOptions, type CommonClientOptions } from './client-options.js';
+import { Output } from './output.js';
+import { UploadProgress } from './progress.js';
+import { parseSize } from './units.js';
+
+interface SendOptions extends CommonClientOptions {
+  limitRate?: number;
+}
+
+export function registerSend(program: Command): void {
+  const command = program
+    .command('send')
+    .description('Upload each FILE in order; print the name the server stored it under, its size and SHA-256.')
+    .argument('<file...>', 'files to upload')
+    .addOption(new Option('--limit-rate <rate>', 'most bytes per second to send, like 500K or 50M').argParser(parseSize));
+  addClientOptions(command, '1m').action(async (files: string[], options: SendOptions) => {
+    process.exitCode = await sendFiles(files, options);
+  });
+}
+
+async function sendFiles(files: string[], options: SendOptions): Promise<number> {
+  const out = new Output(options.json === true);
+  const client = clientFromOptions(options, options.limitRate ? { rateLimit: options.limitRate } : {});
+  const progress = new UploadProgress();
+  // All files are handed over at once; the client sends them one after another on one connection,
+  // and each result is printed, in order, as soon as it is confirmed.
+  const uploads = files.map((file) => client.upload(file, { onProgress: (sent, total) => progress.update(file, sent, total) }));
+  let failed = 0;
+  for (const [i, upload] of uploads.entries()) {
+    const file = files[i]!;
+    try {
+      const result = await upload;
+      progress.done(file);
+      out.uploaded(result);
+    } catch (err) {
+      progress.done(file);
+      failed++;
+      out.failed({ file }, err);
+    }
+  }
+  progress.stop();
+  await client.close();
+  return failed > 0 ? 1 : 0;
+}
+

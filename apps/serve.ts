@@ -1,0 +1,85 @@
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
+import { createLogger } from './logger.js';
+import { applyConfigFile } from './settings.js';
+import { formatBytes, parseDuration, parsePort, parseSize } from './units.js';
+
+interface ServeOptions {
+  host: string;
+  port: number;
+  uploadDir: string;
+  config?: string;
+  maxMessage: number;
+  maxFileSize?: number;
+  handshakeTimeout: number;
+  grace: number;
+  logLevel: string;
+}
+
+export function registerServe(program: Command): void {
+  const command = program
+    .command('serve')
+    .description('Receive messages and files. Settings come from flags, then FERRY_* variables, then --config, then defaults.')
+    .addOption(new Option('--host <address>', 'address to listen on').env('FERRY_HOST').default(DEFAULT_HOST))
+    .addOption(new Option('--port <port>', 'port to listen on (0 picks a free one)').env('FERRY_PORT').argParser(parsePort).default(DEFAULT_PORT))
+    .addOption(new Option('--upload-dir <dir>', 'where received files are saved').env('FERRY_UPLOAD_DIR').default('./upload'))
+    .addOption(new Option('--config <file>', 'JSON file with any of these settings, e.g. {"port": 9098, "uploadDir": "/srv/in"}').env('FERRY_CONFIG'))
+    .addOption(new Option('--max-message <size>', 'largest message accepted').env('FERRY_MAX_MESSAGE').argParser(parseSize).default(1024 * 1024, '1M'))
+    .addOption(new Option('--max-file-size <size>', 'largest file accepted (default: what free disk space allows)').env('FERRY_MAX_FILE_SIZE').argParser(parseSize))
+    .addOption(
+      new Option('--handshake-timeout <duration>', 'close connections that have not said hello by then').env('FERRY_HANDSHAKE_TIMEOUT').argParser(parseDuration).default(10_000, '10s'),
+    )
+    .addOption(new Option('--grace <duration>', 'on SIGINT/SIGTERM, how long transfers in flight may finish').env('FERRY_GRACE').argParser(parseDuration).default(10_000, '10s'))
+    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .action(async (_opts, cmd: Command) => {
+      applyConfigFile(cmd, cmd.opts<ServeOptions>().config, {
+        port: parsePort,
+        maxMessage: parseSize,
+        maxFileSize: parseSize,
+        handshakeTimeout: parseDuration,
+        grace: parseDuration,
+      });
+      await serve(cmd.opts<ServeOptions>());
+    });
+  command.addHelpText(
+    'after',
+    `
+Environment: FERRY_HOST, FERRY_PORT, FERRY_UPLOAD_DIR, FERRY_CONFIG, FERRY_MAX_MESSAGE, FERRY_MAX_FILE_SIZE,
+FERRY_HANDSHAKE_TIMEOUT, FERRY_GRACE, LOG_LEVEL. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
+Logs go to stdout: JSON lines, or pretty on a terminal.`,
+  );
+}
+
+async function serve(options: ServeOptions): Promise<void> {
+  const log = createLogger(options.logLevel);
+  const uploadDir = path.resolve(options.uploadDir);
+  const server = createServer({
+    host: options.host,
+    port: options.port,
+    uploadDir,
+    maxMessage: options.maxMessage,
+    ...(options.maxFileSize !== undefined ? { maxFileSize: options.maxFileSize } : {}),
+    handshakeTimeoutMs: options.handshakeTimeout,
+    graceMs: options.grace,
+    logger: log,
+  });
+  const address = await server.listen();
+  log.info(
+    { event: 'ready', uploadDir, maxMessage: options.maxMessage, maxFileSize: options.maxFileSize ?? 'free space' },
+    `ferry is listening on ${address.host}:${address.port}; files go to ${uploadDir}; messages up to ${formatBytes(options.maxMessage)}`,
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ event: 'forced-exit', signal }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    stopping = true;
+    log.info({ event: 'signal', signal }, `${signal}: finishing transfers in flight (up to ${options.grace} ms), then stopping`);
+    void server.close().then(() => process.exit(0));
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
