@@ -1,0 +1,308 @@
+/**
+ * Runs one real session machine over a memory transport while the test plays the client with raw
+ * native frames. Side effects the tests need to time (the store's begin/finish, disk backpressure,
+ * the media step, the handshake timer) are put under the test's control.
+ */
+import { pino } from 'pino';
+import { createActor, fromPromise, SimulatedClock, waitFor, type Actor, type InspectionEvent, type SnapshotFrom, type StateValue } from 'xstate';
+import { sessionMachine, type MediaOutcome, type SessionEmitted } from '../../machines/session.machine.js';
+import { nativeOnly } from '../../machines/actors/session-connection.js';
+import type { FileSink } from '../../machines/actors/file-receiver.js';
+import { UploadStore, type IncomingFile, type SavedFile } from '../../media/upload-store.js';
+import { memoryPair, type MemoryTransport } from '../../transport/memory-transport.js';
+import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
+import { DEFAULT_LIMITS, PREAMBLE_MAGIC, type ClientToken } from '../../transport/frames.js';
+import { AsyncQueue, deferred, tempDir, within, type Deferred } from './async.js';
+
+export type SessionSnapshot = SnapshotFrom<typeof sessionMachine>;
+export type SessionActor = Actor<typeof sessionMachine>;
+
+/** The client's end of a session: writes raw frames and decodes the server's replies. */
+export class PeerClient {
+  readonly tokens = new AsyncQueue<ClientToken>();
+  readonly ended = deferred();
+  readonly closed = deferred<boolean>();
+  /** First byte the server sent; a native server starts with the preamble (0xF0). */
+  firstByte: number | undefined;
+  decodeError: Error | undefined;
+  private readonly decoder = new ClientDecoder(DEFAULT_LIMITS);
+
+  constructor(readonly transport: MemoryTransport) {
+    transport.on('data', (chunk) => {
+      if (this.firstByte === undefined) {
+        this.firstByte = chunk[0];
+        // A reply sent before the welcome carries no preamble (see the report); decode it anyway.
+        if (this.firstByte !== PREAMBLE_MAGIC[0]) this.decoder.feed(preamble());
+      }
+      try {
+        for (const token of this.decoder.feed(chunk)) this.tokens.push(token);
+      } catch (err) {
+        this.decodeError = err as Error;
+      }
+    });
+    transport.on('end', () => this.ended.resolve());
+    transport.on('close', (hadError) => this.closed.resolve(hadError));
+    transport.on('error', () => {});
+  }
+
+  write(...chunks: Buffer[]): void {
+    for (const chunk of chunks) this.transport.write(chunk);
+  }
+
+  hello(agent = 'test-client'): void {
+    this.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent })]));
+  }
+
+  /** One DATA frame, header and payload in one write. */
+  data(chunk: Buffer): void {
+    this.write(Buffer.concat([encode.dataHeader(chunk.length), chunk]));
+  }
+
+  /** The next reply, which must be of `type`. */
+  async expect<K extends ClientToken['type']>(type: K): Promise<Extract<ClientToken, { type: K }>> {
+    const token = await this.tokens.next(() => true, `a ${type} reply`);
+    if (token.type !== type) throw new Error(`expected a ${type} reply, got ${JSON.stringify(token)}`);
+    return token as Extract<ClientToken, { type: K }>;
+  }
+}
+
+/** A file the {@link ControlledStore} handed out; delegates to the real store's file. */
+export class ControlledFile implements IncomingFile {
+  readonly finishCalled = deferred<string | undefined>();
+  aborted: Promise<void> | undefined;
+  private finishing: Promise<SavedFile> | undefined;
+  private held = false;
+  private drainListeners: (() => void)[] = [];
+
+  constructor(
+    readonly real: IncomingFile,
+    private readonly store: ControlledStore,
+  ) {}
+
+  get name(): string {
+    return this.real.name;
+  }
+
+  get size(): number {
+    return this.real.size;
+  }
+
+  get received(): number {
+    return this.real.received;
+  }
+
+  write(chunk: Buffer): boolean {
+    const more = this.real.write(chunk);
+    if (this.store.holdWrites) {
+      this.held = true;
+      return false;
+    }
+    return more;
+  }
+
+  onDrain(listener: () => void): void {
+    if (this.held) this.drainListeners.push(listener);
+    else this.real.onDrain(listener);
+  }
+
+  /** Ends a backpressure episode started by `store.holdWrites`. */
+  releaseDrain(): void {
+    this.held = false;
+    this.store.holdWrites = false;
+    const listeners = this.drainListeners;
+    this.drainListeners = [];
+    for (const listener of listeners) listener();
+  }
+
+  finish(expectedSha256?: string): Promise<SavedFile> {
+    this.finishCalled.resolve(expectedSha256);
+    const gate = this.store.finishGate;
+    this.finishing ??= (async () => {
+      if (gate) await gate.promise;
+      return this.real.finish(expectedSha256);
+    })();
+    return this.finishing;
+  }
+
+  abort(): Promise<void> {
+    // Like the real store: once finish() was called, only wait for it, so a verified file is kept.
+    this.aborted ??= this.finishing ? this.finishing.then(noop, noop) : this.real.abort();
+    return this.aborted;
+  }
+}
+
+function noop(): void {}
+
+/**
+ * A real {@link UploadStore} with gates: `beginGate` holds `begin()` (reject it to refuse the
+ * offer), `finishGate` holds `finish()`, `holdWrites` makes the next write report backpressure.
+ */
+export class ControlledStore implements FileSink {
+  beginGate: Deferred<void> | undefined;
+  finishGate: Deferred<void> | undefined;
+  holdWrites = false;
+  readonly files: ControlledFile[] = [];
+  /** Names of the offers that reached `begin()`. */
+  readonly begins = new AsyncQueue<string>();
+
+  constructor(readonly real: UploadStore) {}
+
+  async begin(offer: { name: string; size: number }): Promise<IncomingFile> {
+    const gate = this.beginGate;
+    this.begins.push(offer.name);
+    if (gate) await gate.promise;
+    const file = new ControlledFile(await this.real.begin(offer), this);
+    this.files.push(file);
+    return file;
+  }
+
+  /** Resolves once every file handed out has finished aborting (partials removed). */
+  async settled(): Promise<void> {
+    await Promise.all(this.files.map((f) => f.aborted ?? Promise.resolve()));
+  }
+}
+
+/** Controls the session's media step. */
+export class ControlledDispatch {
+  hold = false;
+  readonly calls: SavedFile[] = [];
+  readonly pending = new AsyncQueue<Deferred<MediaOutcome>>();
+
+  readonly logic = fromPromise<MediaOutcome, { saved: SavedFile }>(async ({ input }) => {
+    this.calls.push(input.saved);
+    if (!this.hold) return {};
+    const gate = deferred<MediaOutcome>();
+    this.pending.push(gate);
+    return gate.promise;
+  });
+}
+
+export interface SessionHarnessOptions {
+  handshakeMs?: number;
+  /** Hand the session the bare UploadStore instead of the controlled wrapper. */
+  rawStore?: boolean;
+  /** A store of the test's own instead of either. */
+  store?: FileSink;
+  splitAt?: number;
+  /** Use the machine's own dispatchMedia instead of the controlled one. */
+  realDispatch?: boolean;
+  /** Use the system clock instead of a simulated one (e.g. with vitest fake timers). */
+  realClock?: boolean;
+}
+
+export interface ProcessedStep {
+  event: { type: string };
+  value: StateValue;
+  status: string;
+}
+
+export class SessionHarness {
+  readonly root: string;
+  readonly uploads: UploadStore;
+  readonly store: ControlledStore;
+  readonly dispatch = new ControlledDispatch();
+  readonly clock = new SimulatedClock();
+  readonly serverEnd: MemoryTransport;
+  readonly clientEnd: MemoryTransport;
+  readonly client: PeerClient;
+  readonly actor: SessionActor;
+  readonly logs: Record<string, unknown>[] = [];
+  readonly emitted: SessionEmitted[] = [];
+  /** Every event the session processed, with the state it left the session in. */
+  readonly steps: ProcessedStep[] = [];
+  private waiters: { type: string; d: Deferred<SessionSnapshot> }[] = [];
+
+  constructor(opts: SessionHarnessOptions = {}) {
+    this.root = tempDir();
+    this.uploads = new UploadStore({ root: this.root });
+    this.store = new ControlledStore(this.uploads);
+    [this.serverEnd, this.clientEnd] = memoryPair(opts.splitAt === undefined ? {} : { splitAt: opts.splitAt });
+    this.client = new PeerClient(this.clientEnd);
+    const log = pino({ level: 'debug' }, { write: (line: string) => void this.logs.push(JSON.parse(line) as Record<string, unknown>) });
+    const machine = opts.realDispatch ? sessionMachine : sessionMachine.provide({ actors: { dispatchMedia: this.dispatch.logic } });
+    let self: unknown;
+    this.actor = createActor(machine, {
+      input: {
+        id: 'session-1',
+        transport: this.serverEnd,
+        store: opts.store ?? (opts.rawStore ? this.uploads : this.store),
+        log,
+        limits: DEFAULT_LIMITS,
+        codecs: nativeOnly,
+        timeouts: { handshakeMs: opts.handshakeMs ?? 10_000 },
+        agent: 'test',
+      },
+      ...(opts.realClock ? {} : { clock: this.clock }),
+      inspect: (ev: InspectionEvent) => {
+        if (ev.type !== '@xstate.snapshot' || ev.actorRef !== self) return;
+        const snapshot = ev.snapshot as SessionSnapshot;
+        this.steps.push({ event: ev.event, value: snapshot.value, status: snapshot.status });
+        const type = ev.event.type;
+        const matching = this.waiters.filter((w) => w.type === type || (w.type.endsWith('*') && type.startsWith(w.type.slice(0, -1))));
+        this.waiters = this.waiters.filter((w) => !matching.includes(w));
+        for (const w of matching) w.d.resolve(snapshot);
+      },
+    });
+    self = this.actor;
+    this.actor.on('*', (e) => void this.emitted.push(e as SessionEmitted));
+    this.actor.start();
+  }
+
+  /**
+   * Resolves with the session's snapshot right after it processes the next event of `type`
+   * (`prefix*` matches a prefix). Call it before causing the event.
+   */
+  processed(type: string, ms?: number): Promise<SessionSnapshot> {
+    const d = deferred<SessionSnapshot>();
+    this.waiters.push({ type, d });
+    return within(d.promise, `the session to process ${type}`, ms);
+  }
+
+  value(): StateValue {
+    return this.actor.getSnapshot().value;
+  }
+
+  /** The distinct state values the session went through, in order, as strings. */
+  trace(): string[] {
+    const out: string[] = [];
+    for (const step of this.steps) {
+      const v = valueString(step.value);
+      if (out[out.length - 1] !== v) out.push(v);
+    }
+    return out;
+  }
+
+  async reach(state: string | Record<string, string>, ms = 3_000): Promise<SessionSnapshot> {
+    return within(waitFor(this.actor, (s) => s.matches(state as never), { timeout: Infinity }), `the session to reach ${JSON.stringify(state)}`, ms);
+  }
+
+  async done(ms = 3_000): Promise<SessionSnapshot> {
+    return within(waitFor(this.actor, (s) => s.status === 'done', { timeout: Infinity }), 'the session to end', ms);
+  }
+
+  /** Log lines with this `event` field. */
+  logged(event: string): Record<string, unknown>[] {
+    return this.logs.filter((line) => line.event === event);
+  }
+
+  /** Client says hello and waits for the welcome. */
+  async handshake(): Promise<void> {
+    const hello = this.processed('hello');
+    this.client.hello();
+    await hello;
+    await this.client.expect('welcome');
+  }
+
+  /** Tears everything down (safe to call twice). */
+  dispose(): void {
+    this.actor.stop();
+    this.clientEnd.destroy();
+  }
+}
+
+export function valueString(value: StateValue): string {
+  if (typeof value === 'string') return value;
+  return Object.entries(value)
+    .map(([k, v]) => (v === undefined ? k : `${k}.${valueString(v)}`))
+    .join(',');
+}
