@@ -20,7 +20,8 @@ import { pino, type Logger } from 'pino';
 import { createActor, waitFor, type Actor } from 'xstate';
 import { clientMachine, type ClientEmitted } from './machines/client.machine.js';
 import { serverMachine } from './machines/server.machine.js';
-import { nativeOnly, type CodecFactory } from './machines/actors/session-connection.js';
+import { legacyLink } from './machines/actors/legacy-link.js';
+import { nativeAndLegacy, nativeOnly, type CodecFactory } from './machines/actors/session-connection.js';
 import { UploadStore } from './media/upload-store.js';
 import { FerryError } from './transport/errors.js';
 import { DEFAULT_LIMITS } from './transport/frames.js';
@@ -57,6 +58,8 @@ export interface ServerOptions {
   graceMs?: number;
   /** pino logger to write the server's log lines to. Default: silent. */
   logger?: Logger;
+  /** Accept clients of the original tool (recognised from their first byte). Default true. */
+  legacy?: boolean;
 }
 
 export interface FerryServer {
@@ -71,7 +74,7 @@ export interface FerryServer {
 /** Creates a ferry server. Nothing listens until `listen()`. */
 export function createServer(options: ServerOptions = {}): FerryServer {
   const limits = { maxMessage: options.maxMessage ?? DEFAULT_LIMITS.maxMessage, maxFrame: options.maxFrame ?? DEFAULT_LIMITS.maxFrame };
-  const codecs: CodecFactory = nativeOnly;
+  const codecs: CodecFactory = options.legacy === false ? nativeOnly : nativeAndLegacy(options.maxFileSize);
   const store = new UploadStore({
     root: path.resolve(options.uploadDir ?? 'upload'),
     ...(options.maxFileSize !== undefined ? { maxFileSize: options.maxFileSize } : {}),
@@ -137,6 +140,8 @@ export interface ClientOptions {
   clientId?: string;
   /** Opens the connection; replaces host/port, e.g. for tests over in-memory transports. */
   dial?: Dialer;
+  /** Speak the original tool's format to an original server (no handshake, ids or hashes). */
+  legacy?: boolean;
 }
 
 export interface UploadOptions {
@@ -164,8 +169,11 @@ export interface FerryClient {
   message(text: string): Promise<string>;
   /** Uploads a file; resolves once the server has verified and stored it. */
   upload(filePath: string, options?: UploadOptions): Promise<UploadResult>;
-  /** Says goodbye and closes; anything not yet confirmed is rejected with E_CLOSED. */
-  close(): Promise<void>;
+  /**
+   * Says goodbye and closes; anything not yet confirmed is rejected with E_CLOSED. With `legacy`,
+   * `sayExit` sends the original `exit` command first, which stops an original server entirely.
+   */
+  close(options?: { sayExit?: boolean }): Promise<void>;
   /** The root XState actor (the client machine), for inspection and its emitted events. */
   readonly actor: Actor<typeof clientMachine>;
 }
@@ -177,7 +185,8 @@ export function createClient(options: ClientOptions = {}): FerryClient {
   const host = options.host ?? DEFAULT_HOST;
   const port = options.port ?? DEFAULT_PORT;
   const dial: Dialer = options.dial ?? ((signal) => dialNet({ host, port, signal, timeoutMs: 10_000 }));
-  const actor = createActor(clientMachine, {
+  const machine = options.legacy ? clientMachine.provide({ actors: { link: legacyLink } }) : clientMachine;
+  const actor = createActor(machine, {
     id: 'client',
     input: {
       dial,
@@ -239,13 +248,13 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       actor.send({ type: 'upload', id, path: filePath, ...(uploadOptions.name ? { name: uploadOptions.name } : {}) });
       return result;
     },
-    async close() {
+    async close(closeOptions = {}) {
       if (!started) {
         started = true;
         return;
       }
       if (actor.getSnapshot().status !== 'active') return;
-      actor.send({ type: 'close' });
+      actor.send({ type: 'close', ...(closeOptions.sayExit ? { sayExit: true } : {}) });
       await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
     },
   };

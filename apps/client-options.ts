@@ -9,6 +9,7 @@ export interface CommonClientOptions {
   retryInitial: number;
   retryMax: number;
   retryFor?: number;
+  legacy?: boolean;
 }
 
 /** The flags every client command shares. */
@@ -17,6 +18,7 @@ export function addClientOptions(command: Command, retryForDefault: string | und
     .addOption(new Option('--host <address>', 'server address').env('FERRY_HOST').default(DEFAULT_HOST))
     .addOption(new Option('--port <port>', 'server port').env('FERRY_PORT').argParser(parsePort).default(DEFAULT_PORT))
     .option('--json', 'print one JSON object per result instead of text')
+    .option('--legacy', 'speak the original tool\u2019s format to an original server')
     .addOption(new Option('--retry-initial <duration>', 'first delay before reconnecting').argParser(parseDuration).default(250, '250ms'))
     .addOption(new Option('--retry-max <duration>', 'longest delay between attempts').argParser(parseDuration).default(5_000, '5s'));
   const retryFor = new Option('--retry-for <duration>', 'give up when the server has been unreachable this long').argParser(parseDuration);
@@ -33,6 +35,7 @@ export function clientFromOptions(options: CommonClientOptions, extra: { rateLim
     retryMaxMs: options.retryMax,
     ...(options.retryFor !== undefined ? { retryForMs: options.retryFor } : {}),
     ...(extra.rateLimit ? { rateLimit: extra.rateLimit } : {}),
+    ...(options.legacy ? { legacy: true } : {}),
   });
   if (!extra.quietWaiting) {
     let told = false;

@@ -110,7 +110,8 @@ async function interactive(options: CommonClientOptions): Promise<number> {
   // Everything handed over is confirmed or reported before leaving.
   while (pending.size > 0) await Promise.all([...pending]);
   progress.stop();
-  await client.close();
+  // Typing `exit` ends the session as the original client did: an original server is told `exit` too.
+  await client.close({ sayExit: leaving && options.legacy === true });
   return failures > 0 ? 1 : 0;
 }
 

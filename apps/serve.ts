@@ -15,6 +15,7 @@ interface ServeOptions {
   handshakeTimeout: number;
   grace: number;
   logLevel: string;
+  legacy: boolean;
 }
 
 export function registerServe(program: Command): void {
@@ -31,6 +32,7 @@ export function registerServe(program: Command): void {
       new Option('--handshake-timeout <duration>', 'close connections that have not said hello by then').env('FERRY_HANDSHAKE_TIMEOUT').argParser(parseDuration).default(10_000, '10s'),
     )
     .addOption(new Option('--grace <duration>', 'on SIGINT/SIGTERM, how long transfers in flight may finish').env('FERRY_GRACE').argParser(parseDuration).default(10_000, '10s'))
+    .addOption(new Option('--no-legacy', 'refuse clients of the original tool (they are recognised from their first bytes)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(async (_opts, cmd: Command) => {
       applyConfigFile(cmd, cmd.opts<ServeOptions>().config, {
@@ -63,6 +65,7 @@ async function serve(options: ServeOptions): Promise<void> {
     handshakeTimeoutMs: options.handshakeTimeout,
     graceMs: options.grace,
     logger: log,
+    legacy: options.legacy,
   });
   const address = await server.listen();
   log.info(

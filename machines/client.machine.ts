@@ -56,7 +56,7 @@ export type ClientEvent =
   | ClientLinkEvent
   | { type: 'message'; id: number; text: string }
   | { type: 'upload'; id: number; path: string; name?: string }
-  | { type: 'close' };
+  | { type: 'close'; sayExit?: boolean };
 
 export type ClientEmitted =
   | { type: 'connected'; session: string }
@@ -239,7 +239,7 @@ export const clientMachine = setup({
       enqueue.assign({ queue: [], inflight: [], current: undefined, lastError: clean ? undefined : error });
       enqueue.emit({ type: 'disconnected', error: clean ? undefined : error });
     }),
-    closeLink: sendTo('link', { type: 'close' }),
+    closeLink: sendTo('link', ({ event }) => ({ type: 'close' as const, sayExit: event.type === 'close' && event.sayExit === true })),
   },
 }).createMachine({
   id: 'client',

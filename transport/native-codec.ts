@@ -17,7 +17,7 @@ import {
 } from './frames.js';
 import type { ReplyEncoder, SessionReply } from './replies.js';
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 type Phase = 'preamble' | 'header' | 'body' | 'data';
 
@@ -62,7 +62,12 @@ abstract class FrameDecoder<T> {
       switch (this.phase) {
         case 'preamble': {
           offset = this.fillHead(chunk, offset, PREAMBLE_LENGTH);
-          if (this.headFill < PREAMBLE_LENGTH) return;
+          if (this.headFill < PREAMBLE_LENGTH) {
+            // Refuse a wrong magic at once rather than waiting for bytes a stranger may never send.
+            const seen = Math.min(this.headFill, PREAMBLE_MAGIC.length);
+            if (!this.head.subarray(0, seen).equals(PREAMBLE_MAGIC.subarray(0, seen))) this.checkPreamble();
+            return;
+          }
           this.checkPreamble();
           this.headFill = 0;
           this.phase = 'header';
@@ -124,9 +129,10 @@ abstract class FrameDecoder<T> {
     }
     const limit = this.limitFor(type);
     if (length > limit) {
-      const what = type === FrameType.MESSAGE ? 'message' : 'frame';
+      const isMessage = type === FrameType.MESSAGE || type === FrameType.MESSAGE_ACK;
+      const what = isMessage ? 'message' : 'frame';
       throw new ProtocolError(
-        type === FrameType.MESSAGE ? 'E_MESSAGE_TOO_LARGE' : 'E_FRAME_TOO_LARGE',
+        isMessage ? 'E_MESSAGE_TOO_LARGE' : 'E_FRAME_TOO_LARGE',
         `A ${what} of ${length} bytes exceeds the limit of ${limit} bytes; send less at once.`,
       );
     }

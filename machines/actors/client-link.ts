@@ -33,7 +33,8 @@ export type ClientLinkCommand =
   | { type: 'send-message'; id: number; text: string }
   | { type: 'offer-upload'; id: number; path: string; name: string }
   | { type: 'stream-upload'; id: number; offset: number }
-  | { type: 'close' };
+  /** `sayExit`: in the original format, send `exit` first (an original server then stops entirely). */
+  | { type: 'close'; sayExit?: boolean };
 
 /** Turns a dial or socket failure into one sentence a person can act on. */
 export function describeNetworkError(err: unknown): FerryError {

@@ -15,6 +15,8 @@ export interface FileSourceOptions {
   rateLimit?: number;
   signal: AbortSignal;
   onProgress(sent: number): void;
+  /** `native` wraps chunks in DATA frames and ends with UPLOAD_END; `raw` sends the bytes alone (the original format). */
+  framing?: 'native' | 'raw';
 }
 
 const CHUNK = 256 * 1024;
@@ -31,6 +33,7 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
   const chunkSize = rateLimit ? Math.max(1024, Math.min(CHUNK, Math.floor(rateLimit / 20))) : CHUNK;
   const stream = fs.createReadStream(opts.path, { highWaterMark: chunkSize });
   const started = performance.now();
+  const raw = opts.framing === 'raw';
   let sent = 0;
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -39,10 +42,15 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
         throw new FerryError('E_LOCAL_FILE', `${opts.path} grew while it was being sent; send it again once it stops changing.`);
       }
       hash.update(chunk);
-      transport.cork();
-      transport.write(encode.dataHeader(chunk.length));
-      const more = transport.write(chunk);
-      transport.uncork();
+      let more: boolean;
+      if (raw) {
+        more = transport.write(chunk);
+      } else {
+        transport.cork();
+        transport.write(encode.dataHeader(chunk.length));
+        more = transport.write(chunk);
+        transport.uncork();
+      }
       sent += chunk.length;
       opts.onProgress(sent);
       if (!more) await writable(transport, signal);
@@ -58,7 +66,7 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
     throw new FerryError('E_LOCAL_FILE', `${opts.path} changed size while it was being sent; send it again once it stops changing.`);
   }
   const sha256 = hash.digest('hex');
-  transport.write(encode.uploadEnd(opts.id, sha256));
+  if (!raw) transport.write(encode.uploadEnd(opts.id, sha256));
   return { sha256, bytes: sent };
 }
 

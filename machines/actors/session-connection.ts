@@ -3,6 +3,7 @@ import { FerryError, ProtocolError } from '../../transport/errors.js';
 import type { ServerToken, Limits } from '../../transport/frames.js';
 import { detectFormat, type WireFormat } from '../../transport/detect.js';
 import { ServerDecoder, nativeReplies } from '../../transport/native-codec.js';
+import { LegacyServerDecoder, legacyReplies } from '../../transport/legacy-codec.js';
 import type { ReplyEncoder, SessionReply } from '../../transport/replies.js';
 import type { Transport } from '../../transport/transport.js';
 
@@ -24,6 +25,14 @@ export const nativeOnly: CodecFactory = (format, limits) =>
   format === 'native'
     ? { decoder: new ServerDecoder(limits), replies: nativeReplies }
     : new FerryError('E_LEGACY_REFUSED', 'This server does not accept the original wire format; use a ferry client.');
+
+/** Both formats: native clients and the original tool's clients alike. */
+export function nativeAndLegacy(maxFile?: number): CodecFactory {
+  return (format, limits) =>
+    format === 'native'
+      ? { decoder: new ServerDecoder(limits), replies: nativeReplies }
+      : { decoder: new LegacyServerDecoder({ ...limits, ...(maxFile !== undefined ? { maxFile } : {}) }), replies: legacyReplies };
+}
 
 export interface SessionConnectionInput {
   transport: Transport;
