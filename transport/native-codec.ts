@@ -418,3 +418,19 @@ export const nativeReplies: ReplyEncoder = {
     }
   },
 };
+
+/**
+ * Native replies for one connection: the server's preamble goes out before its first reply,
+ * whatever that is, so a client can read an ERROR sent before the welcome (a refused handshake).
+ */
+export function nativeConnectionReplies(): ReplyEncoder {
+  let opened = false;
+  return {
+    encode(reply: SessionReply): Buffer | undefined {
+      const bytes = nativeReplies.encode(reply);
+      if (opened || bytes === undefined) return bytes;
+      opened = true;
+      return reply.type === 'welcome' ? bytes : Buffer.concat([preamble(), bytes]);
+    },
+  };
+}

@@ -2,7 +2,7 @@ import { fromCallback } from 'xstate';
 import { FerryError, ProtocolError } from '../../transport/errors.js';
 import type { ServerToken, Limits } from '../../transport/frames.js';
 import { detectFormat, type WireFormat } from '../../transport/detect.js';
-import { ServerDecoder, nativeReplies } from '../../transport/native-codec.js';
+import { ServerDecoder, nativeConnectionReplies } from '../../transport/native-codec.js';
 import { LegacyServerDecoder, legacyReplies } from '../../transport/legacy-codec.js';
 import type { ReplyEncoder, SessionReply } from '../../transport/replies.js';
 import type { Transport } from '../../transport/transport.js';
@@ -23,14 +23,14 @@ export type CodecFactory = (format: WireFormat, limits: Limits) => ServerCodec |
 
 export const nativeOnly: CodecFactory = (format, limits) =>
   format === 'native'
-    ? { decoder: new ServerDecoder(limits), replies: nativeReplies }
+    ? { decoder: new ServerDecoder(limits), replies: nativeConnectionReplies() }
     : new FerryError('E_LEGACY_REFUSED', 'This server does not accept the original wire format; use a ferry client.');
 
 /** Both formats: native clients and the original tool's clients alike. */
 export function nativeAndLegacy(maxFile?: number): CodecFactory {
   return (format, limits) =>
     format === 'native'
-      ? { decoder: new ServerDecoder(limits), replies: nativeReplies }
+      ? { decoder: new ServerDecoder(limits), replies: nativeConnectionReplies() }
       : { decoder: new LegacyServerDecoder({ ...limits, ...(maxFile !== undefined ? { maxFile } : {}) }), replies: legacyReplies };
 }
 
