@@ -114,6 +114,8 @@ export function createServer(options: ServerOptions = {}): FerryServer {
       return listening;
     },
     async close() {
+      if (!listening) return;
+      await listening.catch(() => undefined);
       if (actor.getSnapshot().status !== 'active') return;
       actor.send({ type: 'stop' });
       await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
@@ -215,10 +217,17 @@ export function createClient(options: ClientOptions = {}): FerryClient {
   }
 
   let started = false;
-  function ensureStarted() {
-    if (started) return;
-    started = true;
-    actor.start();
+  let closed = false;
+  /** Starts the machine on first use; a finished client refuses new work instead of ignoring it. */
+  function ensureStarted(): FerryError | undefined {
+    if (closed || actor.getSnapshot().status === 'done') {
+      return actor.getSnapshot().context.lastError ?? new FerryError('E_CLOSED', 'This client is closed; create a new one.');
+    }
+    if (!started) {
+      started = true;
+      actor.start();
+    }
+    return undefined;
   }
 
   function track<T>(id: number, extra: Partial<Settle> = {}): Promise<T> {
@@ -230,30 +239,30 @@ export function createClient(options: ClientOptions = {}): FerryClient {
   return {
     actor,
     async connect() {
-      ensureStarted();
+      const refused = ensureStarted();
+      if (refused) throw refused;
       const snapshot = await waitFor(actor, (s) => s.matches({ online: 'connected' }) || s.status === 'done', { timeout: Infinity });
       if (snapshot.status === 'done') throw snapshot.context.lastError ?? new FerryError('E_CLOSED');
     },
     message(text: string) {
-      ensureStarted();
+      const refused = ensureStarted();
+      if (refused) return Promise.reject(refused);
       const id = nextId++;
       const result = track<string>(id);
       actor.send({ type: 'message', id, text });
       return result;
     },
     upload(filePath: string, uploadOptions: UploadOptions = {}) {
-      ensureStarted();
+      const refused = ensureStarted();
+      if (refused) return Promise.reject(refused);
       const id = nextId++;
       const result = track<UploadResult>(id, { file: filePath, ...(uploadOptions.onProgress ? { onProgress: uploadOptions.onProgress } : {}) });
       actor.send({ type: 'upload', id, path: filePath, ...(uploadOptions.name ? { name: uploadOptions.name } : {}) });
       return result;
     },
     async close(closeOptions = {}) {
-      if (!started) {
-        started = true;
-        return;
-      }
-      if (actor.getSnapshot().status !== 'active') return;
+      closed = true;
+      if (!started || actor.getSnapshot().status !== 'active') return;
       actor.send({ type: 'close', ...(closeOptions.sayExit ? { sayExit: true } : {}) });
       await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
     },

@@ -67,12 +67,6 @@ async function serve(options: ServeOptions): Promise<void> {
     logger: log,
     legacy: options.legacy,
   });
-  const address = await server.listen();
-  log.info(
-    { event: 'ready', uploadDir, maxMessage: options.maxMessage, maxFileSize: options.maxFileSize ?? 'free space' },
-    `ferry is listening on ${address.host}:${address.port}; files go to ${uploadDir}; messages up to ${formatBytes(options.maxMessage)}`,
-  );
-
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -85,4 +79,10 @@ async function serve(options: ServeOptions): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+
+  const address = await server.listen();
+  log.info(
+    { event: 'ready', uploadDir, maxMessage: options.maxMessage, maxFileSize: options.maxFileSize ?? 'free space' },
+    `ferry is listening on ${address.host}:${address.port}; files go to ${uploadDir}; messages up to ${formatBytes(options.maxMessage)}`,
+  );
 }

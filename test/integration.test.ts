@@ -226,14 +226,16 @@ describe('messages', () => {
     c.actor.on('connected', () => connects++);
     await c.connect();
 
-    expect(await c.message('x'.repeat(16))).toBe('x'.repeat(16)); // exactly at the limit
-    const tooLong = c.message('x'.repeat(17));
+    // A client that got this wrong would lose its connection and leave later calls hanging: fail fast instead.
+    const send = (text: string) => deadline(c.message(text), 5_000, `message ${JSON.stringify(text)}`);
+    expect(await send('x'.repeat(16))).toBe('x'.repeat(16)); // exactly at the limit
+    const tooLong = send('x'.repeat(17));
     await expect(tooLong).rejects.toBeInstanceOf(FerryError);
     await expect(tooLong).rejects.toMatchObject({ code: 'E_MESSAGE_TOO_LARGE' });
     // The limit is in bytes, not characters: 9 × "é" is 18 bytes.
-    await expect(c.message('é'.repeat(9))).rejects.toMatchObject({ code: 'E_MESSAGE_TOO_LARGE' });
+    await expect(send('é'.repeat(9))).rejects.toMatchObject({ code: 'E_MESSAGE_TOO_LARGE' });
 
-    expect(await c.message('still here')).toBe('still here');
+    expect(await send('still here')).toBe('still here');
     expect(connects).toBe(1);
     expect(c.actor.getSnapshot().matches({ online: 'connected' })).toBe(true);
   });
@@ -304,5 +306,22 @@ describe('lifecycle', () => {
     expect(await reply).toBe('sent before the server existed');
     expect(retried).toBeGreaterThanOrEqual(1);
     expect(c.actor.getSnapshot().matches({ online: 'connected' })).toBe(true);
+  });
+
+  it('a client that gave up or was closed refuses new work at once instead of leaving it pending', async () => {
+    const gaveUp = createClient({ port: 1, retryInitialMs: 5, retryMaxMs: 10, retryForMs: 50 });
+    await expect(gaveUp.message('a')).rejects.toMatchObject({ code: 'E_GAVE_UP' });
+    await expect(gaveUp.message('b')).rejects.toMatchObject({ code: 'E_GAVE_UP' });
+    await expect(gaveUp.upload(path.resolve('package.json'))).rejects.toMatchObject({ code: 'E_GAVE_UP' });
+
+    const { port } = await startServer();
+    const closed = client(port);
+    expect(await closed.message('first')).toBe('first');
+    await closed.close();
+    await expect(closed.message('after close')).rejects.toMatchObject({ code: 'E_CLOSED' });
+
+    const neverStarted = client(port);
+    await neverStarted.close();
+    await expect(neverStarted.message('x')).rejects.toBeInstanceOf(FerryError);
   });
 });
