@@ -17,7 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { createActor, waitFor, type Actor } from 'xstate';
+import { createActor, waitFor, type Actor, type InspectionEvent } from 'xstate';
 import { clientMachine, type ClientEmitted } from './machines/client.machine.js';
 import { serverMachine } from './machines/server.machine.js';
 import { legacyLink } from './machines/actors/legacy-link.js';
@@ -60,6 +60,8 @@ export interface ServerOptions {
   logger?: Logger;
   /** Accept clients of the original tool (recognised from their first byte). Default true. */
   legacy?: boolean;
+  /** Receives XState inspection events of the server and every session (e.g. for the Stately inspector). */
+  inspect?: (event: InspectionEvent) => void;
 }
 
 export interface FerryServer {
@@ -81,6 +83,7 @@ export function createServer(options: ServerOptions = {}): FerryServer {
   });
   const actor = createActor(serverMachine, {
     id: 'server',
+    ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
       host: options.host ?? DEFAULT_HOST,
       port: options.port ?? DEFAULT_PORT,
@@ -144,6 +147,8 @@ export interface ClientOptions {
   dial?: Dialer;
   /** Speak the original tool's format to an original server (no handshake, ids or hashes). */
   legacy?: boolean;
+  /** Receives XState inspection events of the client's actors (e.g. for the Stately inspector). */
+  inspect?: (event: InspectionEvent) => void;
 }
 
 export interface UploadOptions {
@@ -190,6 +195,7 @@ export function createClient(options: ClientOptions = {}): FerryClient {
   const machine = options.legacy ? clientMachine.provide({ actors: { link: legacyLink } }) : clientMachine;
   const actor = createActor(machine, {
     id: 'client',
+    ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
       dial,
       clientId: options.clientId ?? randomUUID(),
