@@ -24,6 +24,13 @@ export const ErrorCodes = {
   E_LOCAL_FILE: 'the local file cannot be read',
   E_LEGACY_REFUSED: 'this server does not accept the original wire format',
   E_LEGACY_NAME: 'the original wire format cannot carry this file name',
+  E_LEGACY_EMPTY: 'an original server never acknowledges an empty file',
+  E_OPEN_DISABLED: 'this server does not open files',
+  E_NOT_MEDIA: 'the file is not an image, audio or video',
+  E_APP_NOT_FOUND: 'the app that opens this kind of file is not installed',
+  E_LAUNCH_FAILED: 'the app could not be started',
+  E_RATE_LIMITED: 'too many files were opened in a short time',
+  E_NOT_FOUND: 'there is no such file in the upload folder',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -106,6 +106,15 @@ export const legacyLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_LOCAL_FILE', `${filePath} cannot be read (${(err as Error).message}); check the path.`) });
       return;
     }
+    if (size === 0) {
+      // The original server stores an empty file but never answers it: the upload would wait forever.
+      sendBack({
+        type: 'upload.unreadable',
+        id,
+        error: new FerryError('E_LEGACY_EMPTY', `${filePath} is empty, and an original server never acknowledges an empty file; send it to a ferry server instead.`),
+      });
+      return;
+    }
     if (down) return;
     upload = { id, path: filePath, name, size, abort: new AbortController() };
     sendBack({ type: 'upload.offered', id, size });
