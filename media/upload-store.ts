@@ -72,7 +72,9 @@ export interface IncomingFile {
   abort(): Promise<void>;
 }
 
-const PARTIAL_DIR = path.join('.ferry', 'partial');
+/** The state folder inside the root: partial uploads live here, never under a final name. */
+const STATE_DIR = '.ferry';
+const PARTIAL_DIR = path.join(STATE_DIR, 'partial');
 const WRITE_HIGH_WATER_MARK = 1024 * 1024;
 const MAX_NUMBERED_NAMES = 10_000;
 // Codes with which link() says the file system has no hard links, rather than that something is wrong.
@@ -156,6 +158,34 @@ export class UploadStore {
    * with link() or an exclusive copy fails if anything exists there, including a symlink, so
    * nothing is overwritten or followed, and concurrent uploads cannot collide.
    */
+  /**
+   * The path of a file already stored under exactly this name, for opening it again. Only plain
+   * base names of regular files directly in the root qualify: no paths, no symlinks, nothing the
+   * sanitiser would have changed, nothing in the state folder.
+   */
+  async existing(name: string): Promise<string> {
+    let safe: string;
+    try {
+      safe = safeName(name);
+    } catch {
+      throw new FerryError('E_NOT_FOUND', `There is no file called "${name.slice(0, 80)}" in the upload folder; use the name the server stored it under.`);
+    }
+    if (safe !== name || name === STATE_DIR) {
+      throw new FerryError('E_NOT_FOUND', `There is no file called "${name.slice(0, 80)}" in the upload folder; use the name the server stored it under.`);
+    }
+    const full = path.join(this.root, name);
+    let stat: fs.Stats;
+    try {
+      stat = await fs.promises.lstat(full);
+    } catch {
+      throw new FerryError('E_NOT_FOUND', `There is no file called "${name}" in the upload folder; check the name the server reported.`);
+    }
+    if (!stat.isFile() || path.dirname(full) !== this.root) {
+      throw new FerryError('E_NOT_FOUND', `"${name}" in the upload folder is not a regular file, so it is not opened.`);
+    }
+    return full;
+  }
+
   async #place(tempPath: string, name: string): Promise<{ savedAs: string; path: string }> {
     for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
       const candidate = n === 0 ? name : numberedName(name, n);

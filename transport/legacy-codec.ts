@@ -49,6 +49,7 @@ export class LegacyServerDecoder {
   /** Code points still to read, and continuation bytes still owed by the current one. */
   private codePoints = 0;
   private continuation = 0;
+  private textBytes = 0;
   private parts: Buffer[] = [];
   private header = Buffer.alloc(0);
   private remaining = 0;
@@ -114,12 +115,13 @@ export class LegacyServerDecoder {
           const length = Number(digits.toString('latin1'));
           // Every code point is at least one byte, so this bounds the buffer before a byte of text is read.
           if (length > this.limits.maxMessage) {
-            throw new ProtocolError('E_MESSAGE_TOO_LARGE', `A message of ${length} characters exceeds the limit of ${this.limits.maxMessage} bytes.`);
+            throw new ProtocolError('E_MESSAGE_TOO_LARGE', `A message of ${length} characters cannot fit the limit of ${this.limits.maxMessage} bytes.`);
           }
           this.header = Buffer.from(digits);
           this.fieldFill = 0;
           this.codePoints = length;
           this.continuation = 0;
+          this.textBytes = 0;
           this.parts = [];
           out.push({ type: 'message-header', length });
           if (length === 0) this.endMessage(out);
@@ -141,6 +143,11 @@ export class LegacyServerDecoder {
             this.continuation = length - 1;
           }
           this.parts.push(chunk.subarray(start, offset));
+          this.textBytes += offset - start;
+          // The header counts characters; the limit is in bytes, like the native format's.
+          if (this.textBytes > this.limits.maxMessage) {
+            throw new ProtocolError('E_MESSAGE_TOO_LARGE', `A message's text exceeds the limit of ${this.limits.maxMessage} bytes.`);
+          }
           if (this.codePoints === 0 && this.continuation === 0) this.endMessage(out);
           break;
         }
