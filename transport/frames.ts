@@ -25,6 +25,8 @@ export const FrameType = {
   DATA: 0x22,
   UPLOAD_END: 0x23,
   UPLOAD_DONE: 0x24,
+  OPEN: 0x30,
+  OPEN_RESULT: 0x31,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
@@ -58,6 +60,22 @@ export interface UploadOffer {
   id: number;
   name: string;
   size: number;
+  /** Ask the server to open the file once it is stored. */
+  open?: boolean;
+}
+
+/** Whether a file was opened on the server, and if not, why. */
+export interface OpenResultInfo {
+  opened: boolean;
+  /** When not opened: a stable error code and a sentence. */
+  code?: string;
+  message?: string;
+  /** What the content turned out to be. */
+  kind?: string;
+  mime?: string;
+  /** When opened: the program started and its process id. */
+  app?: string;
+  pid?: number;
 }
 
 export interface UploadResultInfo {
@@ -65,6 +83,8 @@ export interface UploadResultInfo {
   savedAs: string;
   bytes: number;
   sha256: string;
+  /** Present when the offer asked for the file to be opened. */
+  opened?: OpenResultInfo;
 }
 
 export interface ErrorInfo {
@@ -85,6 +105,7 @@ export type ServerToken =
   | { type: 'upload-offer'; offer: UploadOffer }
   | { type: 'data'; chunk: Buffer }
   | { type: 'upload-end'; id: number; sha256?: string }
+  | { type: 'open-request'; id: number; name: string }
   | { type: 'ping'; payload: Buffer }
   | { type: 'pong'; payload: Buffer }
   | { type: 'bye' };
@@ -95,6 +116,7 @@ export type ClientToken =
   | { type: 'message-ack'; id: number; text: string }
   | { type: 'upload-accept'; id: number; offset: number }
   | { type: 'upload-done'; result: UploadResultInfo }
+  | { type: 'open-result'; id: number; result: OpenResultInfo }
   | { type: 'error'; error: ErrorInfo }
   | { type: 'ping'; payload: Buffer }
   | { type: 'pong'; payload: Buffer }

@@ -10,6 +10,7 @@ import {
   type ErrorInfo,
   type HelloInfo,
   type Limits,
+  type OpenResultInfo,
   type ServerToken,
   type UploadOffer,
   type UploadResultInfo,
@@ -179,6 +180,24 @@ function parseJson(payload: Buffer, what: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** Validates an open outcome; unknown fields are dropped. */
+function openResult(value: unknown, what: string): OpenResultInfo {
+  if (value === null || typeof value !== 'object') throw badFrame(what);
+  const v = value as Record<string, unknown>;
+  if (typeof v.opened !== 'boolean') throw badFrame(what);
+  const result: OpenResultInfo = { opened: v.opened };
+  for (const key of ['code', 'message', 'kind', 'mime', 'app'] as const) {
+    if (v[key] === undefined) continue;
+    if (typeof v[key] !== 'string') throw badFrame(what);
+    result[key] = v[key];
+  }
+  if (v.pid !== undefined) {
+    if (!isCount(v.pid)) throw badFrame(what);
+    result.pid = v.pid;
+  }
+  return result;
+}
+
 function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
@@ -208,6 +227,7 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
       case FrameType.PONG:
       case FrameType.UPLOAD_OFFER:
       case FrameType.UPLOAD_END:
+      case FrameType.OPEN:
         return this.limits.maxFrame;
       default:
         throw unknownFrame(type);
@@ -244,8 +264,17 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
       }
       case FrameType.UPLOAD_OFFER: {
         const json = parseJson(payload, 'upload offer');
-        if (!isCount(json.id) || typeof json.name !== 'string' || !isCount(json.size)) throw badFrame('upload offer');
-        return { type: 'upload-offer', offer: { id: json.id, name: json.name, size: json.size } };
+        if (!isCount(json.id) || typeof json.name !== 'string' || !isCount(json.size) || (json.open !== undefined && typeof json.open !== 'boolean')) {
+          throw badFrame('upload offer');
+        }
+        const offer: UploadOffer = { id: json.id, name: json.name, size: json.size };
+        if (json.open === true) offer.open = true;
+        return { type: 'upload-offer', offer };
+      }
+      case FrameType.OPEN: {
+        const json = parseJson(payload, 'open');
+        if (!isCount(json.id) || typeof json.name !== 'string') throw badFrame('open');
+        return { type: 'open-request', id: json.id, name: json.name };
       }
       case FrameType.UPLOAD_END: {
         const json = parseJson(payload, 'upload end');
@@ -275,6 +304,7 @@ export class ClientDecoder extends FrameDecoder<ClientToken> {
       case FrameType.WELCOME:
       case FrameType.UPLOAD_ACCEPT:
       case FrameType.UPLOAD_DONE:
+      case FrameType.OPEN_RESULT:
       case FrameType.ERROR:
       case FrameType.PING:
       case FrameType.PONG:
@@ -320,7 +350,14 @@ export class ClientDecoder extends FrameDecoder<ClientToken> {
         const json = parseJson(payload, 'upload done');
         const { id, savedAs, bytes, sha256 } = json;
         if (!isCount(id) || typeof savedAs !== 'string' || !isCount(bytes) || typeof sha256 !== 'string') throw badFrame('upload done');
-        return { type: 'upload-done', result: { id, savedAs, bytes, sha256 } };
+        const result: UploadResultInfo = { id, savedAs, bytes, sha256 };
+        if (json.opened !== undefined) result.opened = openResult(json.opened, 'upload done');
+        return { type: 'upload-done', result };
+      }
+      case FrameType.OPEN_RESULT: {
+        const json = parseJson(payload, 'open result');
+        if (!isCount(json.id)) throw badFrame('open result');
+        return { type: 'open-result', id: json.id, result: openResult(json, 'open result') };
       }
       case FrameType.ERROR: {
         const json = parseJson(payload, 'error');
@@ -395,6 +432,8 @@ export const encode = {
   dataHeader: (length: number) => frameHeader(FrameType.DATA, length),
   uploadEnd: (id: number, sha256: string) => jsonFrame(FrameType.UPLOAD_END, { id, sha256 }),
   uploadDone: (result: UploadResultInfo) => jsonFrame(FrameType.UPLOAD_DONE, result),
+  open: (id: number, name: string) => jsonFrame(FrameType.OPEN, { id, name }),
+  openResult: (id: number, result: OpenResultInfo) => jsonFrame(FrameType.OPEN_RESULT, { id, ...result }),
 };
 
 /** Turns session replies into native frames. The welcome carries the server's preamble first. */
@@ -409,6 +448,8 @@ export const nativeReplies: ReplyEncoder = {
         return encode.uploadAccept(reply.id, reply.offset);
       case 'upload-done':
         return encode.uploadDone(reply.result);
+      case 'open-result':
+        return encode.openResult(reply.id, reply.result);
       case 'error':
         return encode.error(reply.error);
       case 'pong':

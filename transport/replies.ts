@@ -1,4 +1,4 @@
-import type { ErrorInfo, UploadResultInfo, WelcomeInfo } from './frames.js';
+import type { ErrorInfo, OpenResultInfo, UploadResultInfo, WelcomeInfo } from './frames.js';
 
 /**
  * What a session says back, independent of the wire format. The session machine produces these;
@@ -10,6 +10,7 @@ export type SessionReply =
   | { type: 'message-ack'; id: number; text: string; raw: Buffer }
   | { type: 'upload-accept'; id: number; offset: number }
   | { type: 'upload-done'; result: UploadResultInfo }
+  | { type: 'open-result'; id: number; result: OpenResultInfo }
   | { type: 'error'; error: ErrorInfo }
   | { type: 'pong'; payload: Buffer }
   | { type: 'bye' };

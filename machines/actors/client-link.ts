@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromCallback } from 'xstate';
 import { FerryError, ProtocolError } from '../../transport/errors.js';
-import type { ClientToken, ErrorInfo, HelloInfo, Limits, UploadResultInfo, WelcomeInfo } from '../../transport/frames.js';
+import type { ClientToken, ErrorInfo, HelloInfo, Limits, OpenResultInfo, UploadResultInfo, WelcomeInfo } from '../../transport/frames.js';
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
 import type { Dialer, Transport } from '../../transport/transport.js';
 import { streamFile } from './file-source.js';
@@ -23,6 +23,7 @@ export type ClientLinkEvent =
   | { type: 'server.ack'; id: number; text: string }
   | { type: 'server.accept'; id: number; offset: number }
   | { type: 'server.done'; result: UploadResultInfo }
+  | { type: 'server.opened'; id: number; result: OpenResultInfo }
   | { type: 'server.error'; error: ErrorInfo }
   | { type: 'upload.offered'; id: number; size: number }
   | { type: 'upload.progress'; id: number; sent: number; total: number }
@@ -31,7 +32,8 @@ export type ClientLinkEvent =
 
 export type ClientLinkCommand =
   | { type: 'send-message'; id: number; text: string }
-  | { type: 'offer-upload'; id: number; path: string; name: string }
+  | { type: 'offer-upload'; id: number; path: string; name: string; open?: boolean }
+  | { type: 'send-open'; id: number; name: string }
   | { type: 'stream-upload'; id: number; offset: number }
   /** `sayExit`: in the original format, send `exit` first (an original server then stops entirely). */
   | { type: 'close'; sayExit?: boolean };
@@ -106,6 +108,8 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         return sendBack({ type: 'server.accept', id: token.id, offset: token.offset });
       case 'upload-done':
         return sendBack({ type: 'server.done', result: token.result });
+      case 'open-result':
+        return sendBack({ type: 'server.opened', id: token.id, result: token.result });
       case 'error':
         if (token.error.id === undefined) {
           // A connection-level error: the server closes next; report this instead of a bare drop.
@@ -165,7 +169,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     (err: unknown) => goDown(describeNetworkError(err)),
   );
 
-  const offer = async (id: number, filePath: string, name: string) => {
+  const offer = async (id: number, filePath: string, name: string, open: boolean) => {
     let size: number;
     try {
       const stat = await fs.stat(filePath);
@@ -177,7 +181,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     }
     if (down || !transport) return;
     upload = { id, path: filePath, size, abort: new AbortController() };
-    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size }));
+    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size, ...(open ? { open: true } : {}) }));
     sendBack({ type: 'upload.offered', id, size });
   };
 
@@ -216,7 +220,10 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         transport?.write(encode.message(command.id, command.text));
         break;
       case 'offer-upload':
-        void offer(command.id, command.path, command.name);
+        void offer(command.id, command.path, command.name, command.open === true);
+        break;
+      case 'send-open':
+        transport?.write(encode.open(command.id, command.name));
         break;
       case 'stream-upload':
         stream(command.id, command.offset);
