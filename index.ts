@@ -23,13 +23,16 @@ import { serverMachine } from './machines/server.machine.js';
 import { legacyLink } from './machines/actors/legacy-link.js';
 import { nativeAndLegacy, nativeOnly, type CodecFactory } from './machines/actors/session-connection.js';
 import { UploadStore } from './media/upload-store.js';
+import { defaultMediaApps, type MediaApps } from './media/launcher.js';
 import { FerryError } from './transport/errors.js';
-import { DEFAULT_LIMITS } from './transport/frames.js';
+import { DEFAULT_LIMITS, type OpenResultInfo } from './transport/frames.js';
 import { dialNet } from './transport/net-transport.js';
 import type { Dialer } from './transport/transport.js';
 
 export { FerryError, ProtocolError, ErrorCodes, type ErrorCode } from './transport/errors.js';
 export type { Transport, Dialer } from './transport/transport.js';
+export type { OpenResultInfo } from './transport/frames.js';
+export type { MediaApps } from './media/launcher.js';
 export { clientMachine } from './machines/client.machine.js';
 export { serverMachine } from './machines/server.machine.js';
 export { sessionMachine } from './machines/session.machine.js';
@@ -62,6 +65,12 @@ export interface ServerOptions {
   legacy?: boolean;
   /** Receives XState inspection events of the server and every session (e.g. for the Stately inspector). */
   inspect?: (event: InspectionEvent) => void;
+  /** Let clients ask for received images, audio and video to be opened on this machine. Default false. */
+  open?: boolean;
+  /** Command lines that open each kind; `{file}` stands for the file's path (else it is appended). Default: the platform's. */
+  apps?: Partial<MediaApps>;
+  /** Launches allowed per connection per minute. Default 10. */
+  opensPerMinute?: number;
 }
 
 export interface FerryServer {
@@ -94,6 +103,7 @@ export function createServer(options: ServerOptions = {}): FerryServer {
       timeouts: { handshakeMs: options.handshakeTimeoutMs ?? 10_000 },
       agent: AGENT,
       graceMs: options.graceMs ?? 10_000,
+      media: { enabled: options.open === true, apps: { ...defaultMediaApps(), ...options.apps }, perMinute: options.opensPerMinute ?? 10 },
     },
   });
   let listening: Promise<{ host: string; port: number }> | undefined;
@@ -154,6 +164,8 @@ export interface ClientOptions {
 export interface UploadOptions {
   /** Name to offer instead of the file's own base name. */
   name?: string;
+  /** Ask the server to open the file in the app for its kind once it is stored. */
+  open?: boolean;
   /** Called as bytes are sent. */
   onProgress?(sent: number, total: number): void;
 }
@@ -167,6 +179,8 @@ export interface UploadResult {
   sha256: string;
   /** Offset the upload continued from (0 for a fresh upload). */
   resumedFrom: number;
+  /** Present when opening was asked for: what was launched, or why not. */
+  opened?: OpenResultInfo;
 }
 
 export interface FerryClient {
@@ -176,6 +190,11 @@ export interface FerryClient {
   message(text: string): Promise<string>;
   /** Uploads a file; resolves once the server has verified and stored it. */
   upload(filePath: string, options?: UploadOptions): Promise<UploadResult>;
+  /**
+   * Asks the server to open a file already in its upload folder, by the name it was stored under.
+   * Resolves with the outcome either way (`opened: false` with a code and a sentence when not).
+   */
+  open(name: string): Promise<OpenResultInfo>;
   /**
    * Says goodbye and closes; anything not yet confirmed is rejected with E_CLOSED. With `legacy`,
    * `sayExit` sends the original `exit` command first, which stops an original server entirely.
@@ -210,8 +229,13 @@ export function createClient(options: ClientOptions = {}): FerryClient {
 
   actor.on('reply', (e) => settle(e.id, (p) => p.resolve(e.text)));
   actor.on('uploaded', (e) =>
-    settle(e.id, (p) => p.resolve({ file: p.file ?? '', savedAs: e.result.savedAs, bytes: e.result.bytes, sha256: e.result.sha256, resumedFrom: 0 } satisfies UploadResult)),
+    settle(e.id, (p) => {
+      const { savedAs, bytes, sha256, opened } = e.result;
+      const result: UploadResult = { file: p.file ?? '', savedAs, bytes, sha256, resumedFrom: 0, ...(opened ? { opened } : {}) };
+      p.resolve(result);
+    }),
   );
+  actor.on('opened', (e) => settle(e.id, (p) => p.resolve(e.result)));
   actor.on('failed', (e) => settle(e.id, (p) => p.reject(e.error)));
   actor.on('progress', (e) => pending.get(e.id)?.onProgress?.(e.sent, e.total));
 
@@ -263,7 +287,15 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       if (refused) return Promise.reject(refused);
       const id = nextId++;
       const result = track<UploadResult>(id, { file: filePath, ...(uploadOptions.onProgress ? { onProgress: uploadOptions.onProgress } : {}) });
-      actor.send({ type: 'upload', id, path: filePath, ...(uploadOptions.name ? { name: uploadOptions.name } : {}) });
+      actor.send({ type: 'upload', id, path: filePath, ...(uploadOptions.name ? { name: uploadOptions.name } : {}), ...(uploadOptions.open ? { open: true } : {}) });
+      return result;
+    },
+    open(name: string) {
+      const refused = ensureStarted();
+      if (refused) return Promise.reject(refused);
+      const id = nextId++;
+      const result = track<OpenResultInfo>(id);
+      actor.send({ type: 'open', id, name });
       return result;
     },
     async close(closeOptions = {}) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { registerConnect } from './connect.js';
+import { registerDiagram } from './diagram.js';
 import { registerMsg } from './msg.js';
+import { registerOpen } from './open.js';
 import { registerSend } from './send.js';
 import { registerServe } from './serve.js';
 import { sentence } from './output.js';
@@ -17,7 +19,9 @@ const program = new Command()
 registerServe(program);
 registerMsg(program);
 registerSend(program);
+registerOpen(program);
 registerConnect(program);
+registerDiagram(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -7,7 +7,8 @@ import { UploadProgress } from './progress.js';
 
 const HELP = `Type a line to send it as a message. Commands:
   send file     then type the path of a file to upload (as the original client did)
-  /send PATH    upload a file
+  /send PATH [--open]   upload a file (and ask the server to open it)
+  /open NAME    ask the server to open a file it stored earlier
   /status       show the connection state and what is waiting for confirmation
   /help         this text
   exit          leave (waits for everything sent to be confirmed)`;
@@ -44,12 +45,13 @@ async function interactive(options: CommonClientOptions): Promise<number> {
     });
     pending.add(tracked);
   };
-  const upload = (file: string) =>
+  const upload = (file: string, open = false) =>
     track(
-      client.upload(file, { onProgress: (sent, total) => progress.update(file, sent, total) }).then(
+      client.upload(file, { onProgress: (sent, total) => progress.update(file, sent, total), ...(open ? { open: true } : {}) }).then(
         (result) => {
           progress.done(file);
           out.uploaded(result);
+          if (result.opened && !result.opened.opened) failures++;
         },
         (err: unknown) => {
           progress.done(file);
@@ -86,7 +88,23 @@ async function interactive(options: CommonClientOptions): Promise<number> {
     } else if (line === 'send file') {
       awaitingPath = true;
     } else if (line.startsWith('/send ')) {
-      upload(line.slice('/send '.length).trim());
+      const words = line.slice('/send '.length).trim();
+      const open = / --open$/.test(words);
+      upload(open ? words.slice(0, -' --open'.length).trim() : words, open);
+    } else if (line.startsWith('/open ')) {
+      const name = line.slice('/open '.length).trim();
+      track(
+        client.open(name).then(
+          (result) => {
+            out.opened(name, result);
+            if (!result.opened) failures++;
+          },
+          (err: unknown) => {
+            failures++;
+            out.failed({ name }, err);
+          },
+        ),
+      );
     } else if (line === '/status') {
       status(client, out, pending.size);
     } else if (line === '/help') {

@@ -1,5 +1,5 @@
 import { FerryError } from '../index.js';
-import type { UploadResult } from '../index.js';
+import type { OpenResultInfo, UploadResult } from '../index.js';
 import { formatBytes } from './units.js';
 
 /** One sentence for a person, whatever was thrown. */
@@ -24,11 +24,24 @@ export class Output {
 
   uploaded(result: UploadResult): void {
     if (this.json) {
-      const { file, savedAs, bytes, sha256, resumedFrom } = result;
-      this.line({ file, savedAs, bytes, sha256, resumedFrom });
+      const { file, savedAs, bytes, sha256, resumedFrom, opened } = result;
+      this.line({ file, savedAs, bytes, sha256, resumedFrom, ...(opened ? { opened } : {}) });
     } else {
       this.line(`${result.file} → ${result.savedAs}  ${formatBytes(result.bytes)}  sha256 ${result.sha256}`);
+      if (result.opened) this.describeOpen(result.savedAs, result.opened);
     }
+    if (result.opened && !result.opened.opened) process.stderr.write(`ferry: ${result.savedAs} was not opened: ${result.opened.message ?? 'no reason given'}\n`);
+  }
+
+  /** The outcome of `ferry open NAME`. */
+  opened(name: string, result: OpenResultInfo): void {
+    if (this.json) this.line({ name, opened: result });
+    else this.describeOpen(name, result);
+    if (!result.opened) process.stderr.write(`ferry: ${name} was not opened: ${result.message ?? 'no reason given'}\n`);
+  }
+
+  private describeOpen(name: string, result: OpenResultInfo): void {
+    if (result.opened) this.line(`${name} opened with ${result.app} (pid ${result.pid}, ${result.mime ?? result.kind})`);
   }
 
   failed(subject: Record<string, unknown>, err: unknown): void {

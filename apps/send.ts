@@ -6,6 +6,7 @@ import { parseSize } from './units.js';
 
 interface SendOptions extends CommonClientOptions {
   limitRate?: number;
+  open?: boolean;
 }
 
 export function registerSend(program: Command): void {
@@ -13,7 +14,8 @@ export function registerSend(program: Command): void {
     .command('send')
     .description('Upload each FILE in order; print the name the server stored it under, its size and SHA-256.')
     .argument('<file...>', 'files to upload')
-    .addOption(new Option('--limit-rate <rate>', 'most bytes per second to send, like 500K or 50M').argParser(parseSize));
+    .addOption(new Option('--limit-rate <rate>', 'most bytes per second to send, like 500K or 50M').argParser(parseSize))
+    .option('--open', 'ask the server to open each file (image viewer, media player) once stored');
   addClientOptions(command, '1m').action(async (files: string[], options: SendOptions) => {
     process.exitCode = await sendFiles(files, options);
   });
@@ -25,7 +27,9 @@ async function sendFiles(files: string[], options: SendOptions): Promise<number>
   const progress = new UploadProgress();
   // All files are handed over at once; the client sends them one after another on one connection,
   // and each result is printed, in order, as soon as it is confirmed.
-  const uploads = files.map((file) => client.upload(file, { onProgress: (sent, total) => progress.update(file, sent, total) }));
+  const uploads = files.map((file) =>
+    client.upload(file, { onProgress: (sent, total) => progress.update(file, sent, total), ...(options.open ? { open: true } : {}) }),
+  );
   let failed = 0;
   for (const [i, upload] of uploads.entries()) {
     const file = files[i]!;
@@ -33,6 +37,8 @@ async function sendFiles(files: string[], options: SendOptions): Promise<number>
       const result = await upload;
       progress.done(file);
       out.uploaded(result);
+      // An open that was asked for and did not happen counts as a failure, even though the file is stored.
+      if (result.opened && !result.opened.opened) failed++;
     } catch (err) {
       progress.done(file);
       failed++;

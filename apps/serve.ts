@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
 import { createLogger } from './logger.js';
 import { applyConfigFile } from './settings.js';
-import { formatBytes, parseDuration, parsePort, parseSize } from './units.js';
+import { formatBytes, parseCount, parseDuration, parsePort, parseSize } from './units.js';
 
 interface ServeOptions {
   host: string;
@@ -16,6 +16,11 @@ interface ServeOptions {
   grace: number;
   logLevel: string;
   legacy: boolean;
+  open?: boolean;
+  imageApp?: string;
+  audioApp?: string;
+  videoApp?: string;
+  opensPerMinute: number;
 }
 
 export function registerServe(program: Command): void {
@@ -32,6 +37,11 @@ export function registerServe(program: Command): void {
       new Option('--handshake-timeout <duration>', 'close connections that have not said hello by then').env('FERRY_HANDSHAKE_TIMEOUT').argParser(parseDuration).default(10_000, '10s'),
     )
     .addOption(new Option('--grace <duration>', 'on SIGINT/SIGTERM, how long transfers in flight may finish').env('FERRY_GRACE').argParser(parseDuration).default(10_000, '10s'))
+    .addOption(new Option('--open', 'let clients ask for received images, audio and video to be opened on this machine').env('FERRY_OPEN'))
+    .addOption(new Option('--image-app <cmd>', 'command that opens images; {file} stands for the file (default: the desktop\u2019s default app)').env('FERRY_IMAGE_APP'))
+    .addOption(new Option('--audio-app <cmd>', 'command that plays audio, e.g. "mpv --no-video {file}"').env('FERRY_AUDIO_APP'))
+    .addOption(new Option('--video-app <cmd>', 'command that plays video, e.g. "vlc {file}"').env('FERRY_VIDEO_APP'))
+    .addOption(new Option('--opens-per-minute <n>', 'apps one connection may launch per minute').env('FERRY_OPENS_PER_MINUTE').argParser(parseCount).default(10))
     .addOption(new Option('--no-legacy', 'refuse clients of the original tool (they are recognised from their first bytes)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(async (_opts, cmd: Command) => {
@@ -41,6 +51,7 @@ export function registerServe(program: Command): void {
         maxFileSize: parseSize,
         handshakeTimeout: parseDuration,
         grace: parseDuration,
+        opensPerMinute: parseCount,
       });
       await serve(cmd.opts<ServeOptions>());
     });
@@ -48,8 +59,16 @@ export function registerServe(program: Command): void {
     'after',
     `
 Environment: FERRY_HOST, FERRY_PORT, FERRY_UPLOAD_DIR, FERRY_CONFIG, FERRY_MAX_MESSAGE, FERRY_MAX_FILE_SIZE,
-FERRY_HANDSHAKE_TIMEOUT, FERRY_GRACE, LOG_LEVEL. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
-Logs go to stdout: JSON lines, or pretty on a terminal.`,
+FERRY_HANDSHAKE_TIMEOUT, FERRY_GRACE, FERRY_OPEN, FERRY_IMAGE_APP, FERRY_AUDIO_APP, FERRY_VIDEO_APP,
+FERRY_OPENS_PER_MINUTE, LOG_LEVEL. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
+Logs go to stdout: JSON lines, or pretty on a terminal.
+
+Opening media: with --open, a client may ask for a file it sent (or one stored earlier) to be opened.
+The kind is decided from the file's content, never its name. Each kind runs its command without a
+shell; {file} is replaced by the stored file's absolute path, or the path is appended. Defaults:
+xdg-open (Linux), open (macOS), Paint and Windows Media Player (Windows). Examples:
+  ferry serve --open --image-app "feh --scale-down {file}" --audio-app "mpv --no-video"
+  {"open": true, "videoApp": "vlc --fullscreen {file}"}   (in a --config file)`,
   );
 }
 
@@ -66,6 +85,13 @@ async function serve(options: ServeOptions): Promise<void> {
     graceMs: options.grace,
     logger: log,
     legacy: options.legacy,
+    open: options.open === true,
+    apps: {
+      ...(options.imageApp ? { image: options.imageApp } : {}),
+      ...(options.audioApp ? { audio: options.audioApp } : {}),
+      ...(options.videoApp ? { video: options.videoApp } : {}),
+    },
+    opensPerMinute: options.opensPerMinute,
   });
   let stopping = false;
   const stop = (signal: string) => {

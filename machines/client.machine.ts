@@ -1,6 +1,6 @@
 import { assign, emit, enqueueActions, sendTo, setup } from 'xstate';
 import { FerryError, type ErrorCode } from '../transport/errors.js';
-import { DEFAULT_LIMITS, type ErrorInfo, type HelloInfo, type Limits, type UploadResultInfo } from '../transport/frames.js';
+import { DEFAULT_LIMITS, type ErrorInfo, type HelloInfo, type Limits, type OpenResultInfo, type UploadResultInfo } from '../transport/frames.js';
 import type { Dialer } from '../transport/transport.js';
 import { clientLink, type ClientLinkEvent } from './actors/client-link.js';
 
@@ -25,8 +25,11 @@ export interface ClientMachineInput {
 }
 
 export type MessageJob = { kind: 'message'; id: number; text: string };
-export type UploadJob = { kind: 'upload'; id: number; path: string; name: string };
-export type Job = MessageJob | UploadJob;
+export type OpenJob = { kind: 'open'; id: number; name: string };
+export type UploadJob = { kind: 'upload'; id: number; path: string; name: string; open: boolean };
+/** Requests are answered by id and may be pipelined; uploads go one at a time. */
+export type RequestJob = MessageJob | OpenJob;
+export type Job = RequestJob | UploadJob;
 
 export interface ClientContext {
   dial: Dialer;
@@ -37,16 +40,16 @@ export interface ClientContext {
   maxQueued: number;
   /** Waiting to be sent, in the order they were handed over. */
   queue: Job[];
-  /** Sent and not yet acknowledged; sent again, in order, after a reconnect. */
-  inflight: MessageJob[];
+  /** Sent and not yet answered; sent again, in order, after a reconnect. */
+  inflight: RequestJob[];
   /** The upload being sent, if any. */
   current: UploadJob | undefined;
   /** Limits the server announced in its welcome. */
   serverLimits: Limits;
   /** Failed connection attempts in a row. */
   attempt: number;
-  /** When the server was last reachable (or the first attempt began). */
-  lastUp: number;
+  /** When the server became unreachable (or the first attempt began); the retry budget counts from here. */
+  downSince: number;
   lastError: FerryError | undefined;
   /** The delay chosen for the current wait in `retrying`. */
   retryDelayMs: number;
@@ -55,7 +58,8 @@ export interface ClientContext {
 export type ClientEvent =
   | ClientLinkEvent
   | { type: 'message'; id: number; text: string }
-  | { type: 'upload'; id: number; path: string; name?: string }
+  | { type: 'upload'; id: number; path: string; name?: string; open?: boolean }
+  | { type: 'open'; id: number; name: string }
   | { type: 'close'; sayExit?: boolean };
 
 export type ClientEmitted =
@@ -65,6 +69,7 @@ export type ClientEmitted =
   | { type: 'upload-started'; id: number; size: number }
   | { type: 'progress'; id: number; sent: number; total: number }
   | { type: 'uploaded'; id: number; result: UploadResultInfo }
+  | { type: 'opened'; id: number; result: OpenResultInfo }
   | { type: 'failed'; id: number; error: FerryError }
   | { type: 'disconnected'; error: FerryError | undefined };
 
@@ -113,7 +118,7 @@ export const clientMachine = setup({
   },
   guards: {
     fatal: ({ event }) => event.type === 'link.down' && FATAL.has(event.error.code),
-    gaveUp: ({ context }) => context.retry.forMs !== undefined && Date.now() - context.lastUp >= context.retry.forMs,
+    gaveUp: ({ context }) => context.retry.forMs !== undefined && Date.now() - context.downSince >= context.retry.forMs,
     queueFull: ({ context }) => context.queue.length + context.inflight.length >= context.maxQueued,
     tooLarge: ({ context, event }) => event.type === 'message' && messageTooLarge(event.text, context.serverLimits),
     nextIsUpload: ({ context }) => context.queue[0]?.kind === 'upload',
@@ -129,8 +134,9 @@ export const clientMachine = setup({
         if (event.type === 'message') return [...context.queue, { kind: 'message' as const, id: event.id, text: event.text }];
         if (event.type === 'upload') {
           const name = event.name ?? event.path.split(/[\\/]/).pop() ?? event.path;
-          return [...context.queue, { kind: 'upload' as const, id: event.id, path: event.path, name }];
+          return [...context.queue, { kind: 'upload' as const, id: event.id, path: event.path, name, open: event.open === true }];
         }
+        if (event.type === 'open') return [...context.queue, { kind: 'open' as const, id: event.id, name: event.name }];
         return context.queue;
       },
     }),
@@ -144,13 +150,18 @@ export const clientMachine = setup({
       id: 'id' in event ? (event.id as number) : -1,
       error: new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${context.serverLimits.maxMessage} bytes; send a file instead.`),
     })),
-    /** Sends every message at the head of the queue, stopping at the first upload. */
+    /** Sends every request at the head of the queue, stopping at the first upload. */
     flushMessages: enqueueActions(({ context, enqueue }) => {
-      const sent: MessageJob[] = [];
+      const sent: RequestJob[] = [];
       let i = 0;
       for (; i < context.queue.length; i++) {
         const job = context.queue[i]!;
-        if (job.kind !== 'message') break;
+        if (job.kind === 'upload') break;
+        if (job.kind === 'open') {
+          enqueue.sendTo('link', { type: 'send-open', id: job.id, name: job.name });
+          sent.push(job);
+          continue;
+        }
         if (messageTooLarge(job.text, context.serverLimits)) {
           enqueue.emit({ type: 'failed', id: job.id, error: new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${context.serverLimits.maxMessage} bytes; send a file instead.`) });
           continue;
@@ -164,6 +175,17 @@ export const clientMachine = setup({
       if (event.type !== 'message') return;
       enqueue.sendTo('link', { type: 'send-message', id: event.id, text: event.text });
       enqueue.assign({ inflight: [...context.inflight, { kind: 'message', id: event.id, text: event.text }] });
+    }),
+    sendOpenNow: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'open') return;
+      enqueue.sendTo('link', { type: 'send-open', id: event.id, name: event.name });
+      enqueue.assign({ inflight: [...context.inflight, { kind: 'open', id: event.id, name: event.name }] });
+    }),
+    settleOpen: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'server.opened') return;
+      if (!context.inflight.some((m) => m.id === event.id)) return;
+      enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== event.id) });
+      enqueue.emit({ type: 'opened', id: event.id, result: event.result });
     }),
     settleMessage: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'server.ack') return;
@@ -182,7 +204,13 @@ export const clientMachine = setup({
       current: ({ context }) => context.queue[0] as UploadJob,
       queue: ({ context }) => context.queue.slice(1),
     }),
-    offerUpload: sendTo('link', ({ context }) => ({ type: 'offer-upload' as const, id: context.current!.id, path: context.current!.path, name: context.current!.name })),
+    offerUpload: sendTo('link', ({ context }) => ({
+      type: 'offer-upload' as const,
+      id: context.current!.id,
+      path: context.current!.path,
+      name: context.current!.name,
+      ...(context.current!.open ? { open: true } : {}),
+    })),
     streamUpload: sendTo('link', ({ event }) => ({ type: 'stream-upload' as const, id: event.type === 'server.accept' ? event.id : -1, offset: event.type === 'server.accept' ? event.offset : 0 })),
     emitUploadStarted: emit(({ event }) => ({ type: 'upload-started' as const, id: event.type === 'upload.offered' ? event.id : -1, size: event.type === 'upload.offered' ? event.size : 0 })),
     emitProgress: emit(({ event }) =>
@@ -203,7 +231,7 @@ export const clientMachine = setup({
       serverLimits: ({ context, event }) =>
         event.type === 'link.up' ? { maxFrame: event.welcome.maxFrame, maxMessage: event.welcome.maxMessage } : context.serverLimits,
     }),
-    markUp: assign({ attempt: 0, lastUp: () => Date.now(), lastError: undefined }),
+    markUp: assign({ attempt: 0, lastError: undefined }),
     emitConnected: emit(({ event }) => ({ type: 'connected' as const, session: event.type === 'link.up' ? event.welcome.session : '' })),
     /** Puts what was in flight back at the front of the queue, in the order it was first sent. */
     requeue: assign({
@@ -213,6 +241,8 @@ export const clientMachine = setup({
     }),
     recordFailure: assign({
       attempt: ({ context }) => context.attempt + 1,
+      // The first failure after a working connection starts the retry budget afresh.
+      downSince: ({ context }) => (context.attempt === 0 && context.lastError === undefined ? Date.now() : context.downSince),
       retryDelayMs: ({ context }) => backoffDelay(context.retry, context.attempt),
       lastError: ({ event, context }) => (event.type === 'link.down' ? event.error : context.lastError),
     }),
@@ -239,6 +269,11 @@ export const clientMachine = setup({
       enqueue.assign({ queue: [], inflight: [], current: undefined, lastError: clean ? undefined : error });
       enqueue.emit({ type: 'disconnected', error: clean ? undefined : error });
     }),
+    refuseClosing: emit(({ event }) => ({
+      type: 'failed' as const,
+      id: 'id' in event ? (event.id as number) : -1,
+      error: new FerryError('E_CLOSED', 'The client is closing; nothing more can be sent on it.'),
+    })),
     closeLink: sendTo('link', ({ event }) => ({ type: 'close' as const, sayExit: event.type === 'close' && event.sayExit === true })),
   },
 }).createMachine({
@@ -255,7 +290,7 @@ export const clientMachine = setup({
     current: undefined,
     serverLimits: DEFAULT_LIMITS,
     attempt: 0,
-    lastUp: Date.now(),
+    downSince: Date.now(),
     lastError: undefined,
     retryDelayMs: 0,
   }),
@@ -288,6 +323,7 @@ export const clientMachine = setup({
             'link.up': { target: 'connected', actions: ['assignWelcome', 'markUp', 'emitConnected'] },
             message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
             upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+            open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
             close: { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
           },
         },
@@ -296,6 +332,7 @@ export const clientMachine = setup({
           initial: 'idle',
           on: {
             'server.ack': { actions: 'settleMessage' },
+            'server.opened': { actions: 'settleOpen' },
             'server.error': { actions: 'failMessage' },
             close: { target: 'closing' },
           },
@@ -306,6 +343,7 @@ export const clientMachine = setup({
               always: { guard: 'nextIsUpload', target: 'uploading', actions: 'takeUpload' },
               on: {
                 message: [{ guard: 'tooLarge', actions: 'refuseTooLarge' }, { actions: 'sendMessageNow' }],
+                open: { actions: 'sendOpenNow' },
                 upload: { target: 'idle', reenter: true, actions: 'enqueueJob' },
               },
             },
@@ -315,6 +353,7 @@ export const clientMachine = setup({
               on: {
                 message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
                 upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+                open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
                 'upload.offered': { guard: 'isCurrentUpload', actions: 'emitUploadStarted' },
                 'server.accept': { guard: 'isCurrentUpload', actions: 'streamUpload' },
                 'upload.progress': { actions: 'emitProgress' },
@@ -333,7 +372,12 @@ export const clientMachine = setup({
           description: 'Saying goodbye and waiting for the server to close the connection.',
           entry: 'closeLink',
           on: {
+            message: { actions: 'refuseClosing' },
+            upload: { actions: 'refuseClosing' },
+            open: { actions: 'refuseClosing' },
             'server.ack': { actions: 'settleMessage' },
+            'server.opened': { actions: 'settleOpen' },
+            'server.error': { actions: 'failMessage' },
             'link.down': { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
           },
         },
@@ -347,6 +391,7 @@ export const clientMachine = setup({
       on: {
         message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
         upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+        open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
         close: { target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
       },
     },

@@ -6,6 +6,7 @@ import { listener, type ListenerEvent } from './actors/listener.js';
 import type { CodecFactory } from './actors/session-connection.js';
 import type { FileSink } from './actors/file-receiver.js';
 import { sessionMachine, type SessionTimeouts } from './session.machine.js';
+import type { OpenSettings } from '../media/opener.js';
 
 export interface ServerMachineInput {
   host: string;
@@ -18,6 +19,7 @@ export interface ServerMachineInput {
   agent: string;
   /** How long a shutdown waits for transfers in flight before cutting them off. */
   graceMs: number;
+  media: OpenSettings;
 }
 
 export interface ServerContext extends ServerMachineInput {
@@ -82,6 +84,7 @@ export const serverMachine = setup({
           codecs: context.codecs,
           timeouts: context.timeouts,
           agent: context.agent,
+          media: context.media,
         },
       });
     }),

@@ -1,4 +1,4 @@
-import { assign, emit, fromPromise, sendTo, setup } from 'xstate';
+import { assign, emit, enqueueActions, fromPromise, sendTo, setup } from 'xstate';
 import type { Logger } from 'pino';
 import type { FerryError } from '../transport/errors.js';
 import type { Limits, ServerToken, UploadOffer } from '../transport/frames.js';
@@ -6,6 +6,7 @@ import type { WireFormat } from '../transport/detect.js';
 import type { SessionReply } from '../transport/replies.js';
 import type { Transport } from '../transport/transport.js';
 import type { SavedFile } from '../media/upload-store.js';
+import { launchAllowed, openMedia, type OpenOutcome, type OpenSettings } from '../media/opener.js';
 import { sessionConnection, type CodecFactory, type SessionConnectionEvent } from './actors/session-connection.js';
 import { fileReceiver, type FileReceiverEvent, type FileSink } from './actors/file-receiver.js';
 
@@ -25,11 +26,40 @@ export interface SessionInput {
   timeouts: SessionTimeouts;
   /** Name and version the server announces. */
   agent: string;
+  /** Whether and how received media may be opened on this machine. */
+  media: OpenSettings;
 }
 
-/** What the media step reports; it grows once opening media exists. */
+/** What the media step was asked to do: open a just-saved upload, or a file stored earlier. */
+export interface MediaRequest {
+  /** Open at all? False for an upload whose sender did not ask. */
+  wanted: boolean;
+  /** The stored file, for a fresh upload; otherwise `name` is looked up in the store. */
+  path?: string;
+  name: string;
+  settings: OpenSettings;
+  rateLimited: boolean;
+  store: FileSink;
+}
+
+/** The media step's result: undefined when nothing was asked. */
 export interface MediaOutcome {
-  opened?: { app: string; pid?: number };
+  outcome?: OpenOutcome;
+}
+
+/** Opens a stored file when asked, deciding its kind from its content; never fails. */
+export async function dispatchMediaRequest(request: MediaRequest): Promise<MediaOutcome> {
+  if (!request.wanted) return {};
+  let filePath = request.path;
+  if (filePath === undefined) {
+    try {
+      filePath = await request.store.existing(request.name);
+    } catch (err) {
+      const error = err as FerryError;
+      return { outcome: { opened: false, code: error.code ?? 'E_NOT_FOUND', message: error.message } };
+    }
+  }
+  return { outcome: await openMedia(filePath, request.settings, request.rateLimited) };
 }
 
 interface CurrentUpload {
@@ -49,6 +79,11 @@ export interface SessionContext {
   agent: string;
   format: WireFormat | undefined;
   upload: CurrentUpload | undefined;
+  /** A request to open a file stored earlier, while it is being handled. */
+  openRequest: { id: number; name: string } | undefined;
+  media: OpenSettings;
+  /** When this session last launched apps, for the per-minute limit. */
+  launches: number[];
   /** Set by a server shutdown: finish what is in flight, then close. */
   draining: boolean;
 }
@@ -60,7 +95,7 @@ export type SessionEmitted =
   | { type: 'file-saved'; saved: SavedFile };
 
 type TokenType = ServerToken['type'];
-const conversationTokens: TokenType[] = ['hello', 'message-header', 'message', 'upload-offer', 'data', 'upload-end', 'bye'];
+const conversationTokens: TokenType[] = ['hello', 'message-header', 'message', 'upload-offer', 'data', 'upload-end', 'open-request', 'bye'];
 
 /** Transitions that refuse every conversation token a state does not expect. */
 function refuseOthers(expected: TokenType[]) {
@@ -91,7 +126,7 @@ export const sessionMachine = setup({
     connection: sessionConnection,
     fileReceiver,
     /** Opens received media when asked; a pass-through until media opening exists. */
-    dispatchMedia: fromPromise<MediaOutcome, { saved: SavedFile }>(async () => ({})),
+    dispatchMedia: fromPromise<MediaOutcome, MediaRequest>(({ input }) => dispatchMediaRequest(input)),
   },
   delays: {
     handshakeTimeout: ({ context }) => context.timeouts.handshakeMs,
@@ -99,6 +134,7 @@ export const sessionMachine = setup({
   guards: {
     isLegacy: ({ context }) => context.format === 'legacy',
     isDraining: ({ context }) => context.draining,
+    isUpload: ({ context }) => context.upload?.saved !== undefined,
     endedCleanly: ({ event }) => event.type === 'peer-ended' && event.clean,
   },
   actions: {
@@ -133,6 +169,24 @@ export const sessionMachine = setup({
     })),
     assignUpload: assign({ upload: ({ event }) => (event.type === 'upload-offer' ? { offer: event.offer } : undefined) }),
     clearUpload: assign({ upload: undefined }),
+    assignOpenRequest: assign({ openRequest: ({ event }) => (event.type === 'open-request' ? { id: event.id, name: event.name } : undefined) }),
+    clearOpenRequest: assign({ openRequest: undefined }),
+    recordMediaOutcome: enqueueActions(({ context, event, enqueue }) => {
+      const outcome = (event as { output?: MediaOutcome }).output?.outcome;
+      if (!outcome) return;
+      const subject = context.upload?.saved?.savedAs ?? context.openRequest?.name;
+      if (outcome.opened) {
+        const now = Date.now();
+        enqueue.assign({ launches: [...context.launches.filter((t) => now - t < 60_000), now] });
+        context.log.info({ event: 'media-opened', file: subject, kind: outcome.kind, mime: outcome.mime, app: outcome.app, pid: outcome.pid }, `opened ${subject} with ${outcome.app}`);
+      } else {
+        context.log.info({ event: 'media-refused', file: subject, code: outcome.code, kind: outcome.kind, mime: outcome.mime }, outcome.message);
+      }
+    }),
+    replyOpenResult: sendTo('connection', ({ context, event }) => {
+      const outcome = (event as { output?: MediaOutcome }).output?.outcome ?? { opened: false, code: 'E_LAUNCH_FAILED', message: 'The file could not be opened.' };
+      return { type: 'reply' as const, reply: { type: 'open-result' as const, id: context.openRequest?.id ?? 0, result: outcome } };
+    }),
     replyUploadAccept: sendTo('connection', ({ context, event }) => ({
       type: 'reply' as const,
       reply: { type: 'upload-accept' as const, id: context.upload?.offer.id ?? 0, offset: event.type === 'file.ready' ? event.offset : 0 },
@@ -154,11 +208,21 @@ export const sessionMachine = setup({
       context.log.info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, savedAs, bytes, sha256 }, 'file saved');
     },
     emitFileSaved: emit(({ event }) => ({ type: 'file-saved' as const, saved: event.type === 'file.saved' ? event.saved : { savedAs: '', path: '', bytes: 0, sha256: '' } })),
-    replyUploadDone: sendTo('connection', ({ context }) => {
+    replyUploadDone: sendTo('connection', ({ context, event }) => {
       const saved = context.upload?.saved;
+      const outcome = (event as { output?: MediaOutcome }).output?.outcome;
       return {
         type: 'reply' as const,
-        reply: { type: 'upload-done' as const, result: { id: context.upload?.offer.id ?? 0, savedAs: saved?.savedAs ?? '', bytes: saved?.bytes ?? 0, sha256: saved?.sha256 ?? '' } },
+        reply: {
+          type: 'upload-done' as const,
+          result: {
+            id: context.upload?.offer.id ?? 0,
+            savedAs: saved?.savedAs ?? '',
+            bytes: saved?.bytes ?? 0,
+            sha256: saved?.sha256 ?? '',
+            ...(outcome ? { opened: outcome } : {}),
+          },
+        },
       };
     }),
     replyUploadError: sendTo('connection', ({ context, event }) => ({
@@ -171,7 +235,8 @@ export const sessionMachine = setup({
     },
     closeWithError: sendTo('connection', ({ context, event }) => ({
       type: 'close' as const,
-      reply: errorReply((event as { error: FerryError }).error, context.upload?.offer.id),
+      // A protocol error is the connection's, not the upload's: the client must not take it for a refused file.
+      reply: errorReply((event as { error: FerryError }).error, event.type === 'protocol-error' ? undefined : context.upload?.offer.id),
     })),
     logProtocolError: ({ context, event }) => {
       if (event.type !== 'protocol-error') return;
@@ -213,6 +278,9 @@ export const sessionMachine = setup({
     agent: input.agent,
     format: undefined,
     upload: undefined,
+    openRequest: undefined,
+    media: input.media,
+    launches: [],
     draining: false,
   }),
   invoke: {
@@ -247,9 +315,10 @@ export const sessionMachine = setup({
       on: {
         'message-header': { target: 'receivingBody' },
         'upload-offer': { target: 'receivingFile', actions: 'assignUpload' },
+        'open-request': { target: 'dispatchingMedia', actions: 'assignOpenRequest' },
         bye: { target: 'closing', actions: 'closeGracefully' },
         shutdown: { target: 'closing', actions: ['markDraining', 'closeGracefully'] },
-        ...refuseOthers(['message-header', 'upload-offer', 'bye']),
+        ...refuseOthers(['message-header', 'upload-offer', 'open-request', 'bye']),
       },
     },
     receivingBody: {
@@ -306,13 +375,31 @@ export const sessionMachine = setup({
       },
     },
     dispatchingMedia: {
-      description: 'The file is saved: opening it in an app when the client asked for that, then answering.',
+      description: 'Opening a stored file in an app when the client asked for that (or refusing, and saying why), then answering.',
       entry: 'pauseReading',
       invoke: {
         src: 'dispatchMedia',
-        input: ({ context }) => ({ saved: context.upload!.saved! }),
-        onDone: { target: 'awaitingHeader', actions: ['replyUploadDone', 'clearUpload'] },
-        onError: { target: 'awaitingHeader', actions: ['replyUploadDone', 'clearUpload'] },
+        input: ({ context }): MediaRequest => {
+          const saved = context.upload?.saved;
+          // An original client cannot ask; with opening enabled it gets the original tool's behaviour.
+          const wanted = saved ? context.upload!.offer.open === true || (context.format === 'legacy' && context.media.enabled) : true;
+          return {
+            wanted,
+            ...(saved ? { path: saved.path } : {}),
+            name: saved?.savedAs ?? context.openRequest?.name ?? '',
+            settings: context.media,
+            rateLimited: !launchAllowed(context.launches, Date.now(), context.media.perMinute),
+            store: context.store,
+          };
+        },
+        onDone: [
+          { guard: 'isUpload', target: 'awaitingHeader', actions: ['recordMediaOutcome', 'replyUploadDone', 'clearUpload'] },
+          { target: 'awaitingHeader', actions: ['recordMediaOutcome', 'replyOpenResult', 'clearOpenRequest'] },
+        ],
+        onError: [
+          { guard: 'isUpload', target: 'awaitingHeader', actions: ['replyUploadDone', 'clearUpload'] },
+          { target: 'awaitingHeader', actions: ['replyOpenResult', 'clearOpenRequest'] },
+        ],
       },
     },
     closing: {

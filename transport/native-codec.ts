@@ -468,8 +468,9 @@ export function nativeConnectionReplies(): ReplyEncoder {
   let opened = false;
   return {
     encode(reply: SessionReply): Buffer | undefined {
+      if (opened) return reply.type === 'welcome' ? encode.welcome(reply.info) : nativeReplies.encode(reply);
       const bytes = nativeReplies.encode(reply);
-      if (opened || bytes === undefined) return bytes;
+      if (bytes === undefined) return bytes;
       opened = true;
       return reply.type === 'welcome' ? bytes : Buffer.concat([preamble(), bytes]);
     },

@@ -202,7 +202,10 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       ...(input.rateLimit ? { rateLimit: input.rateLimit } : {}),
     }).then(
       ({ sha256 }) => {
-        if (!current.abort.signal.aborted) sendBack({ type: 'upload.sent', id, sha256 });
+        if (current.abort.signal.aborted) return;
+        // Everything is on the wire: from here on the connection is between frames again.
+        if (upload === current) upload = undefined;
+        sendBack({ type: 'upload.sent', id, sha256 });
       },
       (err: unknown) => {
         if (current.abort.signal.aborted) return;
@@ -230,7 +233,13 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         break;
       case 'close':
         if (transport && !transport.destroyed) {
-          transport.write(encode.bye());
+          if (upload) {
+            // Mid-upload a BYE would land between DATA frames: stop at a frame boundary and just end.
+            upload.abort.abort(new FerryError('E_CLOSED', 'The client was closed during the upload.'));
+            upload = undefined;
+          } else {
+            transport.write(encode.bye());
+          }
           transport.end();
         } else {
           goDown(new FerryError('E_CLOSED', 'The client was closed.'));

@@ -6,6 +6,8 @@ import type { IncomingFile, SavedFile } from '../../media/upload-store.js';
 /** The part of the upload store a session needs; tests may hand in their own. */
 export interface FileSink {
   begin(offer: { name: string; size: number }): Promise<IncomingFile>;
+  /** The path of a file stored earlier under exactly this name; rejects with E_NOT_FOUND. */
+  existing(name: string): Promise<string>;
 }
 
 export interface FileReceiverInput {

@@ -78,6 +78,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
     let gone = false;
     let failed = false;
     let ending: ReturnType<typeof setTimeout> | undefined;
+    let stopped = false;
 
     const reading = () => !machinePaused && !writeBlocked;
     const applyFlow = () => (reading() ? transport.resume() : transport.pause());
@@ -86,6 +87,18 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
       let i = 0;
       while (i < queue.length && !machinePaused) sendBack(queue[i++]!);
       queue = i === queue.length ? [] : queue.slice(i);
+    };
+
+    let deliveryScheduled = false;
+    const scheduleDelivery = () => {
+      if (deliveryScheduled) return;
+      deliveryScheduled = true;
+      queueMicrotask(() => {
+        deliveryScheduled = false;
+        if (stopped) return;
+        deliver();
+        applyFlow();
+      });
     };
 
     const push = (events: SessionConnectionEvent[]) => {
@@ -169,8 +182,9 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
           break;
         case 'resume':
           machinePaused = false;
-          deliver();
-          if (!machinePaused) applyFlow();
+          // Commands arrive while the session is mid-transition, when events sent to it only queue up
+          // and a pause they cause would come too late; hand the held tokens over once it is done.
+          scheduleDelivery();
           break;
         case 'reply':
           write(command.reply);
@@ -179,8 +193,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
           // From here on the session only waits for the socket to close: let everything through.
           machinePaused = false;
           writeBlocked = false;
-          deliver();
-          applyFlow();
+          scheduleDelivery();
           if (command.reply) write(command.reply);
           if (!transport.destroyed) {
             transport.end();
@@ -193,6 +206,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
     });
 
     return () => {
+      stopped = true;
       transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);
       transport.off('close', onClose);
       // The socket may still report a late reset while it flushes; it must never become an uncaught error.

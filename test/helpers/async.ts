@@ -25,6 +25,8 @@ export function deferred<T = void>(): Deferred<T> {
     resolve = res;
     reject = rej;
   });
+  // A gate may be rejected that nobody ended up waiting for; that is not an unhandled rejection.
+  promise.catch(() => {});
   return {
     promise,
     resolve: (value) => {
@@ -69,24 +71,36 @@ export function within<T>(promise: Promise<T>, what: string, ms = 3_000): Promis
 export class AsyncQueue<T> {
   readonly all: T[] = [];
   private items: T[] = [];
-  private waiters: { pred: (item: T) => boolean; resolve: (item: T) => void }[] = [];
+  private waiters: { pred: (item: T) => boolean; resolve: (item: T) => void; dropBefore: boolean }[] = [];
 
   push(item: T): void {
     this.all.push(item);
     const i = this.waiters.findIndex((w) => w.pred(item));
     if (i >= 0) {
       const [waiter] = this.waiters.splice(i, 1);
+      if (waiter!.dropBefore) this.items = [];
       waiter!.resolve(item);
       return;
     }
     this.items.push(item);
   }
 
+  /** Like `next`, but also discards every item queued before the match. */
+  skipTo(pred: (item: T) => boolean, what = 'a queued item', ms?: number): Promise<T> {
+    const i = this.items.findIndex(pred);
+    if (i >= 0) return Promise.resolve(this.items.splice(0, i + 1)[i]!);
+    return within(
+      new Promise<T>((resolve) => this.waiters.push({ pred, resolve, dropBefore: true })),
+      what,
+      ms,
+    );
+  }
+
   next(pred: (item: T) => boolean = () => true, what = 'a queued item', ms?: number): Promise<T> {
     const i = this.items.findIndex(pred);
     if (i >= 0) return Promise.resolve(this.items.splice(i, 1)[0]!);
     return within(
-      new Promise<T>((resolve) => this.waiters.push({ pred, resolve })),
+      new Promise<T>((resolve) => this.waiters.push({ pred, resolve, dropBefore: false })),
       what,
       ms,
     );

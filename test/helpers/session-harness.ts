@@ -5,10 +5,12 @@
  */
 import { pino } from 'pino';
 import { createActor, fromPromise, SimulatedClock, waitFor, type Actor, type InspectionEvent, type SnapshotFrom, type StateValue } from 'xstate';
-import { sessionMachine, type MediaOutcome, type SessionEmitted } from '../../machines/session.machine.js';
+import { sessionMachine, type MediaOutcome, type MediaRequest, type SessionEmitted } from '../../machines/session.machine.js';
 import { nativeOnly } from '../../machines/actors/session-connection.js';
 import type { FileSink } from '../../machines/actors/file-receiver.js';
 import { UploadStore, type IncomingFile, type SavedFile } from '../../media/upload-store.js';
+import { defaultMediaApps } from '../../media/launcher.js';
+import type { OpenSettings } from '../../media/opener.js';
 import { memoryPair, type MemoryTransport } from '../../transport/memory-transport.js';
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
 import { DEFAULT_LIMITS, PREAMBLE_MAGIC, type ClientToken } from '../../transport/frames.js';
@@ -118,7 +120,15 @@ export class ControlledFile implements IncomingFile {
     this.finishCalled.resolve(expectedSha256);
     const gate = this.store.finishGate;
     this.finishing ??= (async () => {
-      if (gate) await gate.promise;
+      if (gate) {
+        try {
+          await gate.promise;
+        } catch (err) {
+          // A rejected gate fails the finish; the real file is closed and removed first.
+          await this.real.abort();
+          throw err;
+        }
+      }
       return this.real.finish(expectedSha256);
     })();
     return this.finishing;
@@ -156,6 +166,10 @@ export class ControlledStore implements FileSink {
     return file;
   }
 
+  existing(name: string): Promise<string> {
+    return this.real.existing(name);
+  }
+
   /** Resolves once every file handed out has finished aborting (partials removed). */
   async settled(): Promise<void> {
     await Promise.all(this.files.map((f) => f.aborted ?? Promise.resolve()));
@@ -165,11 +179,11 @@ export class ControlledStore implements FileSink {
 /** Controls the session's media step. */
 export class ControlledDispatch {
   hold = false;
-  readonly calls: SavedFile[] = [];
+  readonly calls: MediaRequest[] = [];
   readonly pending = new AsyncQueue<Deferred<MediaOutcome>>();
 
-  readonly logic = fromPromise<MediaOutcome, { saved: SavedFile }>(async ({ input }) => {
-    this.calls.push(input.saved);
+  readonly logic = fromPromise<MediaOutcome, MediaRequest>(async ({ input }) => {
+    this.calls.push(input);
     if (!this.hold) return {};
     const gate = deferred<MediaOutcome>();
     this.pending.push(gate);
@@ -188,6 +202,8 @@ export interface SessionHarnessOptions {
   realDispatch?: boolean;
   /** Use the system clock instead of a simulated one (e.g. with vitest fake timers). */
   realClock?: boolean;
+  /** Media opening settings; opening is off by default. */
+  media?: Partial<OpenSettings>;
 }
 
 export interface ProcessedStep {
@@ -220,7 +236,6 @@ export class SessionHarness {
     this.client = new PeerClient(this.clientEnd);
     const log = pino({ level: 'debug' }, { write: (line: string) => void this.logs.push(JSON.parse(line) as Record<string, unknown>) });
     const machine = opts.realDispatch ? sessionMachine : sessionMachine.provide({ actors: { dispatchMedia: this.dispatch.logic } });
-    let self: unknown;
     this.actor = createActor(machine, {
       input: {
         id: 'session-1',
@@ -231,10 +246,11 @@ export class SessionHarness {
         codecs: nativeOnly,
         timeouts: { handshakeMs: opts.handshakeMs ?? 10_000 },
         agent: 'test',
+        media: { enabled: false, apps: defaultMediaApps(), perMinute: 10, ...opts.media },
       },
       ...(opts.realClock ? {} : { clock: this.clock }),
       inspect: (ev: InspectionEvent) => {
-        if (ev.type !== '@xstate.snapshot' || ev.actorRef !== self) return;
+        if (ev.type !== '@xstate.snapshot' || ev.actorRef !== this.actor) return;
         const snapshot = ev.snapshot as SessionSnapshot;
         this.steps.push({ event: ev.event, value: snapshot.value, status: snapshot.status });
         const type = ev.event.type;
@@ -243,7 +259,6 @@ export class SessionHarness {
         for (const w of matching) w.d.resolve(snapshot);
       },
     });
-    self = this.actor;
     this.actor.on('*', (e) => void this.emitted.push(e as SessionEmitted));
     this.actor.start();
   }

@@ -1,0 +1,635 @@
+/**
+ * Model-based tests: the session and client machine definitions are walked with xstate/graph, and
+ * every path found is replayed against the REAL machine over memory transports. A driver knows how
+ * to cause each event the way the world would (write a frame, reset the link, let the store answer,
+ * advance the clock); after every step the real actor must be in the state the path says.
+ *
+ * The graph comes from the machines' own definitions; what the driver can cause in each state is
+ * listed here (a new state without a list fails the "every state in the graph" check), and the
+ * suite fails when some state node of either machine is never reached by the real actors. After
+ * each path a probe checks that the real system still works where the path left it (hidden state,
+ * such as reading left paused, does not show in the graph).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { pino } from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { AnyStateMachine, AnyStateNode, StateValue } from 'xstate';
+import { getAdjacencyMap, getShortestPaths, getSimplePaths } from 'xstate/graph';
+import { sessionMachine, type SessionEvent } from '../machines/session.machine.js';
+import { clientMachine, type ClientEvent } from '../machines/client.machine.js';
+import { nativeOnly } from '../machines/actors/session-connection.js';
+import { FerryError } from '../transport/errors.js';
+import { memoryPair } from '../transport/memory-transport.js';
+import { encode, frameHeader, preamble } from '../transport/native-codec.js';
+import { DEFAULT_LIMITS } from '../transport/frames.js';
+import { defaultMediaApps } from '../media/launcher.js';
+import { content, deferred, finalFiles, partialFiles, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { SessionHarness, valueString, type SessionSnapshot } from './helpers/session-harness.js';
+import { ClientHarness, type ClientSnapshot, type ServerConn } from './helpers/client-harness.js';
+
+afterAll(() => removeTempDirs());
+
+// ---------------------------------------------------------------------------------------------
+// Graph helpers
+
+interface StateNodeInfo {
+  id: string;
+  value: StateValue;
+}
+
+/** Every state node of a machine (compound ones included), from its definition. */
+function allStateNodes(machine: AnyStateMachine): StateNodeInfo[] {
+  const out: StateNodeInfo[] = [];
+  const walk = (node: AnyStateNode) => {
+    for (const child of Object.values(node.states) as AnyStateNode[]) {
+      out.push({ id: child.id, value: toValue(child.path) });
+      walk(child);
+    }
+  };
+  walk(machine.root);
+  return out;
+}
+
+function toValue(keys: readonly string[]): StateValue {
+  const [head, ...rest] = keys;
+  return rest.length === 0 ? head! : { [head!]: toValue(rest) };
+}
+
+/** Records which state nodes a real actor was seen in. */
+class Coverage {
+  readonly nodes: StateNodeInfo[];
+  readonly seen = new Set<string>();
+
+  constructor(machine: AnyStateMachine) {
+    this.nodes = allStateNodes(machine);
+  }
+
+  visit(snapshot: { matches(value: never): boolean }): void {
+    for (const node of this.nodes) if (snapshot.matches(node.value as never)) this.seen.add(node.id);
+  }
+
+  missing(): string[] {
+    return this.nodes.map((n) => n.id).filter((id) => !this.seen.has(id));
+  }
+}
+
+/** An event of either model, with whatever payload it carries. */
+type ModelEvent = { type: string; [key: string]: unknown };
+
+/** A path as xstate/graph returns it; steps[0] is the initial state, each later step the state after its event. */
+interface ModelSnapshot {
+  value: StateValue;
+  context: unknown;
+  status: string;
+}
+interface AnyPath {
+  state: ModelSnapshot;
+  steps: { event: ModelEvent; state: ModelSnapshot }[];
+  weight: number;
+}
+
+/**
+ * One path per transition: the shortest path to each state the graph reaches, extended by each
+ * event that state takes. Covers every reachable state and every (state, event) edge.
+ */
+function transitionPaths<TLogic extends AnyStateMachine>(logic: TLogic, options: Parameters<typeof getShortestPaths<TLogic>>[1], serialize: (s: never) => string): AnyPath[] {
+  const shortest = getShortestPaths(logic, options) as unknown as AnyPath[];
+  const bySerial = new Map(shortest.map((p) => [serialize(p.state as never), p]));
+  const adjacency = getAdjacencyMap(logic, options as never) as unknown as Record<string, { transitions: Record<string, { event: ModelEvent; state: ModelSnapshot }> }>;
+  const out: AnyPath[] = [];
+  for (const [serial, { transitions }] of Object.entries(adjacency)) {
+    const head = bySerial.get(serial);
+    if (!head) throw new Error(`no shortest path to ${serial}`);
+    for (const { event, state } of Object.values(transitions)) {
+      out.push({ state, weight: head.weight + 1, steps: [...head.steps, { event, state }] });
+    }
+  }
+  return out;
+}
+
+function describeEvent(event: ModelEvent): string {
+  const e = event as ModelEvent & { id?: number; error?: { code: string; id?: number } };
+  const type = e.type.replace(/^xstate\.(after|done\.actor|error\.actor)\.([^.]+).*/, '$1:$2');
+  if (e.type === 'link.down') return `${type}(${e.error!.code})`;
+  if (e.type === 'server.error') return `${type}(#${e.error!.id})`;
+  if (e.type === 'server.ack' || e.type === 'server.opened') return `${type}(#${e.id})`;
+  return type;
+}
+
+/** Test names for paths, unique even where two paths show the same event types. */
+function named(paths: AnyPath[]): (readonly [string, AnyPath])[] {
+  const seen = new Map<string, number>();
+  return paths.map((p) => {
+    const name = p.steps.slice(1).map((s) => describeEvent(s.event)).join(' → ') || '(start)';
+    const n = (seen.get(name) ?? 0) + 1;
+    seen.set(name, n);
+    return [n === 1 ? name : `${name} [${n}]`, p] as const;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session model
+
+const HANDSHAKE_MS = 1_000;
+const OFFER = { id: 7, name: 'model.bin', size: 4 };
+const UPLOAD_BODY = Buffer.from('abcd');
+const DISPATCH_ID = sessionMachine.root.states.dispatchingMedia!.invoke[0]!.id;
+
+const S = {
+  hello: { type: 'hello', info: { version: 1, agent: 'model' } },
+  ping: { type: 'ping', payload: Buffer.from('p') },
+  pong: { type: 'pong', payload: Buffer.alloc(0) },
+  messageHeader: { type: 'message-header', length: 2 },
+  message: { type: 'message', id: 1, text: 'hi', raw: Buffer.from('hi') },
+  offer: { type: 'upload-offer', offer: OFFER },
+  openRequest: { type: 'open-request', id: 60, name: OFFER.name },
+  data: { type: 'data', chunk: Buffer.from('ab') },
+  end: { type: 'upload-end', id: OFFER.id, sha256: sha256(UPLOAD_BODY) },
+  bye: { type: 'bye' },
+  shutdown: { type: 'shutdown' },
+  peerGone: { type: 'peer-gone' },
+  peerEnded: { type: 'peer-ended', clean: true },
+  protocolError: { type: 'protocol-error', error: new FerryError('E_BAD_FRAME') },
+  timeout: { type: 'xstate.after.handshakeTimeout.session.handshaking' },
+  fileReady: { type: 'file.ready', name: OFFER.name, offset: 0 },
+  fileRefused: { type: 'file.refused', error: new FerryError('E_NO_SPACE') },
+  fileSaved: { type: 'file.saved', saved: { savedAs: OFFER.name, path: '/model/model.bin', bytes: 4, sha256: sha256(UPLOAD_BODY) } },
+  fileFailed: { type: 'file.failed', error: new FerryError('E_HASH_MISMATCH') },
+  mediaDone: { type: `xstate.done.actor.${DISPATCH_ID}`, output: {} },
+  mediaError: { type: `xstate.error.actor.${DISPATCH_ID}`, error: new Error('no app') },
+} as const;
+
+/**
+ * What the driver can make happen in each state. Frames cannot reach the machine while it has
+ * paused reading (opening, verifying, dispatchingMedia: they wait in the connection, and so does
+ * the news of a vanished peer, see the session tests), and nothing can interrupt a message body on
+ * the wire. In closing the client may already have ended or broken its stream, so the no-op
+ * events there are injected directly (marked with `inject`).
+ */
+const sessionEvents: Record<string, readonly ModelEvent[]> = {
+  handshaking: [S.shutdown, S.hello, S.ping, S.pong, S.messageHeader, S.offer, S.openRequest, S.data, S.end, S.bye, S.peerGone, S.peerEnded, S.protocolError, S.timeout],
+  awaitingHeader: [S.shutdown, S.messageHeader, S.offer, S.openRequest, S.bye, S.hello, S.data, S.end, S.ping, S.pong, S.peerGone, S.peerEnded, S.protocolError],
+  receivingBody: [S.message, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
+  'receivingFile.opening': [S.fileReady, S.fileRefused, S.shutdown],
+  'receivingFile.streaming': [S.data, S.end, S.fileFailed, S.hello, S.messageHeader, S.offer, S.openRequest, S.bye, S.ping, S.pong, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
+  'receivingFile.verifying': [S.fileSaved, S.fileFailed, S.shutdown],
+  dispatchingMedia: [S.mediaDone, S.mediaError, S.shutdown],
+  closing: [S.peerGone, S.shutdown, S.peerEnded, S.protocolError, S.ping],
+  closed: [],
+};
+const injectedInClosing = new Set(['peer-ended', 'protocol-error', 'ping']);
+
+/** The state value plus the context that changes what a state does next. */
+function sessionModelState(s: SessionSnapshot) {
+  return { value: s.value, draining: s.context.draining, request: s.context.openRequest ? 'open' : s.context.upload ? 'upload' : null, status: s.status };
+}
+const serializeSession = (s: SessionSnapshot) => JSON.stringify(sessionModelState(s));
+
+function sessionTraversal(events: Record<string, readonly ModelEvent[]>) {
+  const [transport] = memoryPair();
+  return {
+    input: {
+      id: 'model',
+      transport,
+      store: { begin: () => Promise.reject(new Error('not used')), existing: () => Promise.reject(new Error('not used')) },
+      log: pino({ level: 'silent' }),
+      limits: DEFAULT_LIMITS,
+      codecs: nativeOnly,
+      timeouts: { handshakeMs: HANDSHAKE_MS },
+      agent: 'model',
+      media: { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
+    },
+    serializeState: serializeSession as never,
+    events: ((s: SessionSnapshot) => events[valueString(s.value)] ?? []) as never,
+  };
+}
+
+/** Causes session events over the wire (or through the store, the media step and the clock). */
+class SessionDriver {
+  private preambleSent = false;
+  private pendingMessage: Buffer | undefined;
+  private sent = 0;
+  saved = 0;
+
+  constructor(readonly h: SessionHarness) {}
+
+  private write(...chunks: Buffer[]): void {
+    if (!this.preambleSent) {
+      this.preambleSent = true;
+      chunks.unshift(preamble());
+    }
+    this.h.client.write(Buffer.concat(chunks));
+  }
+
+  async cause(from: string, event: ModelEvent, rest: readonly ModelEvent[]): Promise<void> {
+    const { h } = this;
+    if (from === 'closing' && injectedInClosing.has(event.type)) {
+      h.actor.send(event as SessionEvent);
+      return;
+    }
+    switch (event.type) {
+      case 'hello':
+        return this.write(encode.hello({ version: 1, agent: 'model' }));
+      case 'ping':
+        return this.write(encode.ping(Buffer.from('p')));
+      case 'pong':
+        return this.write(encode.pong());
+      case 'message-header': {
+        const frame = encode.message(1, 'hi');
+        this.pendingMessage = frame.subarray(6);
+        return this.write(frame.subarray(0, 6));
+      }
+      case 'message':
+        return this.write(this.pendingMessage!);
+      case 'open-request':
+        return this.write(encode.open(60, OFFER.name));
+      case 'upload-offer':
+        this.sent = 0;
+        h.store.beginGate = deferred();
+        h.store.finishGate = deferred();
+        return this.write(encode.uploadOffer(OFFER));
+      case 'file.ready':
+        return h.store.beginGate!.resolve();
+      case 'file.refused':
+        return h.store.beginGate!.reject(new FerryError('E_NO_SPACE', 'Full.'));
+      case 'data':
+        if (from !== 'receivingFile.streaming') return this.write(encode.dataHeader(2), Buffer.from('ab'));
+        this.sent += 2;
+        return this.write(encode.dataHeader(2), UPLOAD_BODY.subarray(0, 2));
+      case 'upload-end': {
+        if (from !== 'receivingFile.streaming') return this.write(encode.uploadEnd(OFFER.id, '0'.repeat(64)));
+        const outcome = rest.find((e) => e.type === 'file.saved' || e.type === 'file.failed');
+        const remaining = UPLOAD_BODY.subarray(this.sent);
+        this.sent = UPLOAD_BODY.length;
+        const hash = outcome?.type === 'file.failed' ? sha256(Buffer.from('not it')) : sha256(UPLOAD_BODY);
+        return this.write(encode.dataHeader(remaining.length), remaining, encode.uploadEnd(OFFER.id, hash));
+      }
+      case 'file.failed':
+        if (from === 'receivingFile.verifying') return h.store.finishGate!.resolve();
+        // Streaming: more bytes than were offered.
+        return this.write(encode.dataHeader(UPLOAD_BODY.length + 1), Buffer.alloc(UPLOAD_BODY.length + 1));
+      case 'file.saved':
+        this.saved++;
+        return h.store.finishGate!.resolve();
+      case S.mediaDone.type:
+        return (await h.dispatch.pending.next()).resolve({});
+      case S.mediaError.type:
+        return (await h.dispatch.pending.next()).reject(new Error('no app'));
+      case 'bye':
+        return this.write(encode.bye());
+      case 'shutdown':
+        h.actor.send({ type: 'shutdown' });
+        return;
+      case 'peer-gone':
+        return h.clientEnd.reset();
+      case 'peer-ended':
+        // Keep the server's FIN from completing the close, so closing stays observable.
+        h.serverEnd.stall();
+        return h.clientEnd.end();
+      case 'protocol-error':
+        if (from === 'receivingBody') {
+          const body = Buffer.from(this.pendingMessage!);
+          body.fill(0xff, body.length - 2);
+          return this.write(body);
+        }
+        if (!this.preambleSent) {
+          this.preambleSent = true;
+          return this.h.client.write(Buffer.from([0x00]));
+        }
+        return this.write(frameHeader(0x7f, 0));
+      case S.timeout.type:
+        h.clock.increment(HANDSHAKE_MS);
+        return;
+      default:
+        throw new Error(`the session driver cannot cause ${event.type}`);
+    }
+  }
+
+  /**
+   * Checks that the session still listens where the path left it: between commands a message
+   * round trip, while streaming a ping. Catches hidden state the graph does not show, such as
+   * reading left paused after an upload.
+   */
+  async probe(): Promise<void> {
+    const { h } = this;
+    const state = valueString(h.value());
+    if (state === 'awaitingHeader') {
+      const acked = h.processed('message');
+      this.write(encode.message(99, 'probe'));
+      expect((await acked).value).toBe('awaitingHeader');
+      expect(await h.client.tokens.skipTo((t) => t.type === 'message-ack' && t.id === 99, 'the probe ack')).toEqual({ type: 'message-ack', id: 99, text: 'probe' });
+    } else if (state === 'receivingFile.streaming') {
+      const pinged = h.processed('ping');
+      this.write(encode.ping(Buffer.from('probe')));
+      expect((await pinged).value).toEqual({ receivingFile: 'streaming' });
+      expect(await h.client.tokens.skipTo((t) => t.type === 'pong' && t.payload.toString() === 'probe', 'the probe pong')).toEqual({ type: 'pong', payload: Buffer.from('probe') });
+    }
+  }
+
+  /** Stops the session, lets the store settle, and checks what is left on disk. */
+  async finish(): Promise<void> {
+    const { h } = this;
+    h.actor.stop();
+    if (h.store.beginGate && !h.store.beginGate.settled) h.store.beginGate.reject(new FerryError('E_STORE_FAILED', 'test over'));
+    if (h.store.finishGate && !h.store.finishGate.settled) h.store.finishGate.reject(new FerryError('E_STORE_FAILED', 'test over'));
+    await h.store.settled();
+    h.clientEnd.destroy();
+    // Only uploads the session confirmed as saved leave a file; nothing half-written survives.
+    expect(finalFiles(h.root)).toHaveLength(this.saved);
+    expect(partialFiles(h.root)).toEqual([]);
+  }
+}
+
+async function replaySession(p: AnyPath, coverage: Coverage): Promise<void> {
+  const h = new SessionHarness({ handshakeMs: HANDSHAKE_MS });
+  h.dispatch.hold = true;
+  const driver = new SessionDriver(h);
+  try {
+    expect(h.value()).toEqual(p.steps[0]!.state.value);
+    coverage.visit(h.actor.getSnapshot());
+    for (let i = 1; i < p.steps.length; i++) {
+      const { event, state } = p.steps[i]!;
+      const from = valueString(p.steps[i - 1]!.state.value);
+      const processed = h.processed(event.type);
+      await driver.cause(from, event, p.steps.slice(i + 1).map((s) => s.event));
+      const snapshot = await processed;
+      const expected = state as unknown as SessionSnapshot;
+      expect({ step: i, event: event.type, ...sessionModelState(snapshot) }).toEqual({ step: i, event: event.type, ...sessionModelState(expected) });
+      coverage.visit(snapshot);
+    }
+    await driver.probe();
+  } finally {
+    await driver.finish();
+  }
+}
+
+const sessionCoverage = new Coverage(sessionMachine);
+const sessionPaths = transitionPaths(sessionMachine, sessionTraversal(sessionEvents), serializeSession as never);
+
+/**
+ * Longer journeys: every simple path (no state visited twice) from the start to any state, over
+ * the same events. With the states told apart by `draining`, these include shutdowns at each step
+ * of an upload and every way a session can end.
+ */
+const sessionJourneys = getSimplePaths(sessionMachine, sessionTraversal(sessionEvents)) as unknown as AnyPath[];
+
+describe('session model', () => {
+  it('has every state of the machine in the graph', () => {
+    const reachable = new Set(sessionPaths.flatMap((p) => p.steps.map((s) => valueString(s.state.value))));
+    expect([...reachable].sort()).toEqual(Object.keys(sessionEvents).sort());
+  });
+
+  it.each(named(sessionPaths))('transition: %s', async (_name, p) => {
+    await replaySession(p, sessionCoverage);
+  });
+
+  it.each(named(sessionJourneys))('journey: %s', async (_name, p) => {
+    await replaySession(p, sessionCoverage);
+  });
+
+  it('reached every state node of the real session machine', () => {
+    expect(sessionPaths.length).toBeGreaterThan(50);
+    expect(sessionJourneys.length).toBeGreaterThan(100);
+    expect(sessionCoverage.missing()).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The client model
+
+const MESSAGE_ID = 1;
+const UPLOAD_ID = 2;
+const OPEN_ID = 3;
+const uploadDir = tempDir('ferry-model-');
+const UPLOAD_FILE = path.join(uploadDir, 'model-upload.bin');
+const UPLOAD_CONTENT = content(3000, 21);
+fs.writeFileSync(UPLOAD_FILE, UPLOAD_CONTENT);
+
+const C = {
+  linkUp: { type: 'link.up', welcome: { version: 1, agent: 'model', session: 's', maxMessage: DEFAULT_LIMITS.maxMessage, maxFrame: DEFAULT_LIMITS.maxFrame } },
+  linkDown: { type: 'link.down', error: new FerryError('E_CONNECTION_LOST') },
+  linkFatal: { type: 'link.down', error: new FerryError('E_BAD_PREAMBLE') },
+  message: { type: 'message', id: MESSAGE_ID, text: 'm1' },
+  upload: { type: 'upload', id: UPLOAD_ID, path: UPLOAD_FILE },
+  open: { type: 'open', id: OPEN_ID, name: 'stored.png' },
+  close: { type: 'close' },
+  backoff: { type: 'xstate.after.backoff.client.retrying' },
+} as const;
+
+function clientEvents(s: ClientSnapshot): ModelEvent[] {
+  const { queue, inflight, current } = s.context;
+  const jobs = [...queue, ...inflight, ...(current ? [current] : [])].map((j) => j.id);
+  const newWork = [...(jobs.includes(MESSAGE_ID) ? [] : [C.message]), ...(jobs.includes(UPLOAD_ID) ? [] : [C.upload]), ...(jobs.includes(OPEN_ID) ? [] : [C.open])];
+  const acks = inflight.flatMap((job) => [
+    job.kind === 'message' ? { type: 'server.ack', id: job.id, text: job.text } : { type: 'server.opened', id: job.id, result: { opened: false, code: 'E_NOT_FOUND', message: 'No such file.' } },
+    { type: 'server.error', error: { code: 'E_BAD_UTF8', message: 'Refused.', id: job.id } },
+  ]);
+  switch (valueString(s.value)) {
+    case 'online.connecting':
+      return [C.linkUp, C.linkDown, C.linkFatal, C.close, ...newWork];
+    case 'online.connected.idle':
+      return [...newWork, ...acks, C.linkDown, C.linkFatal, C.close];
+    case 'online.connected.uploading':
+      return [
+        { type: 'server.done', result: { id: current!.id, savedAs: 'model-upload.bin', bytes: UPLOAD_CONTENT.length, sha256: sha256(UPLOAD_CONTENT) } },
+        { type: 'server.error', error: { code: 'E_NO_SPACE', message: 'Full.', id: current!.id } },
+        { type: 'server.accept', id: current!.id, offset: 0 },
+        ...newWork,
+        ...acks,
+        C.linkDown,
+        C.linkFatal,
+        C.close,
+      ];
+    case 'online.closing':
+      return [...acks.filter((e) => e.type !== 'server.error'), C.linkDown, C.linkFatal];
+    case 'retrying':
+      return [C.backoff, ...newWork, C.close];
+    default:
+      return [];
+  }
+}
+
+const serializeClient = (s: ClientSnapshot) =>
+  JSON.stringify({ value: s.value, queue: s.context.queue.map((j) => j.id), inflight: s.context.inflight.map((j) => j.id), current: s.context.current?.id ?? null, status: s.status });
+
+function clientTraversal(events: (s: ClientSnapshot) => ModelEvent[]) {
+  return {
+    input: { dial: () => Promise.reject(new Error('not used')), clientId: 'model', agent: 'model', retry: { initialMs: 5, maxMs: 20, forMs: undefined }, handshakeMs: 10_000 },
+    serializeState: serializeClient as never,
+    events: events as never,
+  };
+}
+
+/** Plays the server for the client machine, causing each event the way a server would. */
+class ClientDriver {
+  private consumed = 0;
+  private conn: ServerConn | undefined;
+  private helloSeen = false;
+  private accepted = false;
+
+  constructor(readonly h: ClientHarness) {}
+
+  private async current(): Promise<ServerConn> {
+    while (this.consumed < this.h.server.dials) {
+      this.conn = await this.h.server.next();
+      this.consumed++;
+      this.helloSeen = false;
+      this.accepted = false;
+    }
+    return this.conn!;
+  }
+
+  /** The link of the current connection has said hello (so it is listening). */
+  private async linked(): Promise<ServerConn> {
+    const conn = await this.current();
+    if (!this.helloSeen) {
+      await conn.tokens.skipTo((t) => t.type === 'hello', 'the hello');
+      this.helloSeen = true;
+    }
+    return conn;
+  }
+
+  async cause(from: ClientSnapshot, modelEvent: ModelEvent): Promise<void> {
+    const { h } = this;
+    if (modelEvent.type === C.backoff.type) {
+      h.clock.increment(from.context.retryDelayMs);
+      return;
+    }
+    const event = modelEvent as ClientEvent;
+    switch (event.type) {
+      case 'message':
+      case 'upload':
+      case 'open':
+      case 'close':
+        h.actor.send(event);
+        return;
+      case 'link.up':
+        return (await this.linked()).welcome('s');
+      case 'link.down': {
+        const conn = await this.linked();
+        if (event.error.code === 'E_CONNECTION_LOST') return conn.transport.reset();
+        // Something that is not ferry: a foreign greeting before the welcome, an unknown frame after it.
+        conn.transport.write(from.matches({ online: 'connecting' }) ? Buffer.from('SSH-2.0-OpenSSH\r\n') : frameHeader(0x7f, 0));
+        return;
+      }
+      case 'server.ack':
+        return (await this.linked()).ack(event.id, event.text);
+      case 'server.opened':
+        return (await this.linked()).openResult(event.id, event.result);
+      case 'server.error':
+        return (await this.linked()).error(event.error.code, event.error.message, event.error.id);
+      case 'server.accept':
+        this.accepted = true;
+        return (await this.linked()).accept(UPLOAD_ID);
+      case 'server.done': {
+        const conn = await this.linked();
+        if (!this.accepted) conn.accept(UPLOAD_ID);
+        this.accepted = true;
+        const end = await conn.tokens.skipTo((t) => t.type === 'upload-end', 'the upload to end');
+        expect(end).toEqual({ type: 'upload-end', id: UPLOAD_ID, sha256: sha256(UPLOAD_CONTENT) });
+        return conn.done(event.result);
+      }
+      default:
+        throw new Error(`the client driver cannot cause ${event.type}`);
+    }
+  }
+
+  /**
+   * Checks that the client still works where the path left it: when idle, a message round trip;
+   * while uploading, the upload completes.
+   */
+  async probe(): Promise<void> {
+    const { h } = this;
+    const state = valueString(h.value());
+    if (state === 'online.connected.idle') {
+      const conn = await this.linked();
+      h.actor.send({ type: 'message', id: 99, text: 'probe' });
+      await conn.tokens.skipTo((t) => t.type === 'message' && t.id === 99, 'the probe message');
+      conn.ack(99, 'probe');
+      expect(await h.next('reply', (e) => e.id === 99)).toEqual({ type: 'reply', id: 99, text: 'probe' });
+    } else if (state === 'online.connected.uploading') {
+      const done = h.processed('server.done');
+      await this.cause(h.actor.getSnapshot(), { type: 'server.done', result: { id: UPLOAD_ID, savedAs: 'x', bytes: UPLOAD_CONTENT.length, sha256: sha256(UPLOAD_CONTENT) } });
+      expect((await done).value).toEqual({ online: { connected: 'idle' } });
+      expect(await h.next('uploaded', (e) => e.id === UPLOAD_ID)).toMatchObject({ result: { savedAs: 'x' } });
+    }
+  }
+
+  /** After a step that started an upload, waits until its offer is on the wire. */
+  async settle(before: ClientSnapshot, after: ClientSnapshot): Promise<void> {
+    const uploading = { online: { connected: 'uploading' } } as const;
+    if (!after.matches(uploading) || before.matches(uploading)) return;
+    const conn = await this.current();
+    await this.h.next('upload-started', (e) => e.id === UPLOAD_ID);
+    const offer = await conn.tokens.skipTo((t) => t.type === 'upload-offer', 'the upload offer');
+    expect(offer).toEqual({ type: 'upload-offer', offer: { id: UPLOAD_ID, name: 'model-upload.bin', size: UPLOAD_CONTENT.length } });
+    this.accepted = false;
+  }
+}
+
+async function replayClient(p: AnyPath, coverage: Coverage): Promise<void> {
+  const h = new ClientHarness({ simulated: true, retry: { initialMs: 5, maxMs: 20 } }).start();
+  const driver = new ClientDriver(h);
+  try {
+    expect(h.value()).toEqual(p.steps[0]!.state.value);
+    coverage.visit(h.actor.getSnapshot());
+    for (let i = 1; i < p.steps.length; i++) {
+      const { event, state } = p.steps[i]!;
+      const before = h.actor.getSnapshot();
+      const processed = h.processed(event.type);
+      await driver.cause(before, event);
+      const snapshot = await processed;
+      const expected = state as unknown as ClientSnapshot;
+      expect({ step: i, event: event.type, state: JSON.parse(serializeClient(snapshot)) as unknown }).toEqual({
+        step: i,
+        event: event.type,
+        state: JSON.parse(serializeClient(expected)) as unknown,
+      });
+      coverage.visit(snapshot);
+      await driver.settle(before, snapshot);
+    }
+    await driver.probe();
+  } finally {
+    h.dispose();
+  }
+}
+
+const clientCoverage = new Coverage(clientMachine);
+const clientPaths = transitionPaths(clientMachine, clientTraversal(clientEvents), serializeClient as never);
+
+/**
+ * Longer journeys: every simple path through the connection life cycle combined with messages,
+ * and with uploads. (All simple paths over every event number in the thousands.)
+ */
+function clientJourneysOver(types: string[]): AnyPath[] {
+  const events = (s: ClientSnapshot) => clientEvents(s).filter((e) => types.includes(e.type));
+  return getSimplePaths(clientMachine, clientTraversal(events)) as unknown as AnyPath[];
+}
+const lifecycle = ['link.up', 'link.down', 'close', C.backoff.type];
+const clientJourneys = [
+  ...clientJourneysOver([...lifecycle, 'message', 'server.ack']),
+  ...clientJourneysOver([...lifecycle, 'open', 'server.opened']),
+  ...clientJourneysOver([...lifecycle, 'upload', 'server.done']),
+];
+
+describe('client model', () => {
+  it('has every state of the machine in the graph', () => {
+    const reachable = new Set(clientPaths.flatMap((p) => p.steps.map((s) => valueString(s.state.value))));
+    expect([...reachable].sort()).toEqual(['disconnected', 'online.closing', 'online.connected.idle', 'online.connected.uploading', 'online.connecting', 'retrying']);
+  });
+
+  it.each(named(clientPaths))('transition: %s', async (_name, p) => {
+    await replayClient(p, clientCoverage);
+  });
+
+  it.each(named(clientJourneys))('journey: %s', async (_name, p) => {
+    await replayClient(p, clientCoverage);
+  });
+
+  it('reached every state node of the real client machine', () => {
+    expect(clientPaths.length).toBeGreaterThan(50);
+    expect(clientJourneys.length).toBeGreaterThan(100);
+    expect(clientCoverage.missing()).toEqual([]);
+  });
+});
