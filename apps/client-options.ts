@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { createClient, DEFAULT_HOST, DEFAULT_PORT, type FerryClient } from '../index.js';
 import { parseDuration, parsePort } from './units.js';
+import { startInspection } from './inspect.js';
 
 export interface CommonClientOptions {
   host: string;
@@ -10,6 +11,7 @@ export interface CommonClientOptions {
   retryMax: number;
   retryFor?: number;
   legacy?: boolean;
+  inspect?: string | true;
 }
 
 /** The flags every client command shares. */
@@ -19,6 +21,7 @@ export function addClientOptions(command: Command, retryForDefault: string | und
     .addOption(new Option('--port <port>', 'server port').env('FERRY_PORT').argParser(parsePort).default(DEFAULT_PORT))
     .option('--json', 'print one JSON object per result instead of text')
     .option('--legacy', 'speak the original tool\u2019s format to an original server')
+    .option('--inspect [url]', 'stream the client\u2019s state machines to a ws:// inspector, or start a local inspector page')
     .addOption(new Option('--retry-initial <duration>', 'first delay before reconnecting').argParser(parseDuration).default(250, '250ms'))
     .addOption(new Option('--retry-max <duration>', 'longest delay between attempts').argParser(parseDuration).default(5_000, '5s'));
   const retryFor = new Option('--retry-for <duration>', 'give up when the server has been unreachable this long').argParser(parseDuration);
@@ -26,8 +29,17 @@ export function addClientOptions(command: Command, retryForDefault: string | und
   return command;
 }
 
+/** A library client built from the shared flags, and the way to finish with it. */
+export interface OpenedClient {
+  client: FerryClient;
+  /** Closes the client (see FerryClient.close) and stops inspection. */
+  finish(closeOptions?: { sayExit?: boolean }): Promise<void>;
+}
+
 /** Builds a library client from the shared flags; says once on stderr when it waits for the server. */
-export function clientFromOptions(options: CommonClientOptions, extra: { rateLimit?: number; quietWaiting?: boolean } = {}): FerryClient {
+export async function openClient(options: CommonClientOptions, extra: { rateLimit?: number; quietWaiting?: boolean } = {}): Promise<OpenedClient> {
+  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect);
+  if (inspection) process.stderr.write(`${inspection.description}\n`);
   const client = createClient({
     host: options.host,
     port: options.port,
@@ -36,6 +48,7 @@ export function clientFromOptions(options: CommonClientOptions, extra: { rateLim
     ...(options.retryFor !== undefined ? { retryForMs: options.retryFor } : {}),
     ...(extra.rateLimit ? { rateLimit: extra.rateLimit } : {}),
     ...(options.legacy ? { legacy: true } : {}),
+    ...(inspection ? { inspect: inspection.inspect } : {}),
   });
   if (!extra.quietWaiting) {
     let told = false;
@@ -46,5 +59,11 @@ export function clientFromOptions(options: CommonClientOptions, extra: { rateLim
       process.stderr.write(`ferry: waiting for the server at ${options.host}:${options.port}: ${e.error.message}${limit}\n`);
     });
   }
-  return client;
+  return {
+    client,
+    async finish(closeOptions) {
+      await client.close(closeOptions);
+      await inspection?.stop();
+    },
+  };
 }

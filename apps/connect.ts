@@ -1,7 +1,7 @@
 import readline from 'node:readline';
 import type { Command } from 'commander';
 import type { FerryClient } from '../index.js';
-import { addClientOptions, clientFromOptions, type CommonClientOptions } from './client-options.js';
+import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
 import { Output } from './output.js';
 import { UploadProgress } from './progress.js';
 
@@ -25,7 +25,7 @@ export function registerConnect(program: Command): void {
 async function interactive(options: CommonClientOptions): Promise<number> {
   const out = new Output(options.json === true);
   const tty = process.stdin.isTTY === true;
-  const client = clientFromOptions(options, { quietWaiting: tty });
+  const { client, finish } = await openClient(options, { quietWaiting: tty });
   const progress = new UploadProgress();
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: tty });
   const pending = new Set<Promise<void>>();
@@ -129,7 +129,7 @@ async function interactive(options: CommonClientOptions): Promise<number> {
   while (pending.size > 0) await Promise.all([...pending]);
   progress.stop();
   // Typing `exit` ends the session as the original client did: an original server is told `exit` too.
-  await client.close({ sayExit: leaving && options.legacy === true });
+  await finish({ sayExit: leaving && options.legacy === true });
   return failures > 0 ? 1 : 0;
 }
 

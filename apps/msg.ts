@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { addClientOptions, clientFromOptions, type CommonClientOptions } from './client-options.js';
+import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
 import { Output } from './output.js';
 
 export function registerMsg(program: Command): void {
@@ -14,7 +14,7 @@ export function registerMsg(program: Command): void {
 
 async function sendMessages(texts: string[], options: CommonClientOptions): Promise<number> {
   const out = new Output(options.json === true);
-  const client = clientFromOptions(options);
+  const { client, finish } = await openClient(options);
   // Pipelined: every message goes out at once; replies are printed in the order given.
   const results = await Promise.allSettled(texts.map((text) => client.message(text)));
   let failed = 0;
@@ -25,6 +25,6 @@ async function sendMessages(texts: string[], options: CommonClientOptions): Prom
       out.failed({ message: texts[i] }, result.reason);
     }
   });
-  await client.close();
+  await finish();
   return failed > 0 ? 1 : 0;
 }

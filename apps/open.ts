@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { addClientOptions, clientFromOptions, type CommonClientOptions } from './client-options.js';
+import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
 import { Output } from './output.js';
 
 export function registerOpen(program: Command): void {
@@ -14,7 +14,7 @@ export function registerOpen(program: Command): void {
 
 async function openFiles(names: string[], options: CommonClientOptions): Promise<number> {
   const out = new Output(options.json === true);
-  const client = clientFromOptions(options);
+  const { client, finish } = await openClient(options);
   const results = await Promise.allSettled(names.map((name) => client.open(name)));
   let failed = 0;
   results.forEach((result, i) => {
@@ -27,6 +27,6 @@ async function openFiles(names: string[], options: CommonClientOptions): Promise
     out.opened(name, result.value);
     if (!result.value.opened) failed++;
   });
-  await client.close();
+  await finish();
   return failed > 0 ? 1 : 0;
 }

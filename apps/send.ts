@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { addClientOptions, clientFromOptions, type CommonClientOptions } from './client-options.js';
+import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
 import { Output } from './output.js';
 import { UploadProgress } from './progress.js';
 import { parseSize } from './units.js';
@@ -23,7 +23,7 @@ export function registerSend(program: Command): void {
 
 async function sendFiles(files: string[], options: SendOptions): Promise<number> {
   const out = new Output(options.json === true);
-  const client = clientFromOptions(options, options.limitRate ? { rateLimit: options.limitRate } : {});
+  const { client, finish } = await openClient(options, options.limitRate ? { rateLimit: options.limitRate } : {});
   const progress = new UploadProgress();
   // All files are handed over at once; the client sends them one after another on one connection,
   // and each result is printed, in order, as soon as it is confirmed.
@@ -46,7 +46,7 @@ async function sendFiles(files: string[], options: SendOptions): Promise<number>
     }
   }
   progress.stop();
-  await client.close();
+  await finish();
   return failed > 0 ? 1 : 0;
 }
 

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
 import { createLogger } from './logger.js';
+import { startInspection } from './inspect.js';
 import { applyConfigFile } from './settings.js';
 import { formatBytes, parseCount, parseDuration, parsePort, parseSize } from './units.js';
 
@@ -21,6 +22,7 @@ interface ServeOptions {
   audioApp?: string;
   videoApp?: string;
   opensPerMinute: number;
+  inspect?: string | true;
 }
 
 export function registerServe(program: Command): void {
@@ -42,6 +44,7 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--audio-app <cmd>', 'command that plays audio, e.g. "mpv --no-video {file}"').env('FERRY_AUDIO_APP'))
     .addOption(new Option('--video-app <cmd>', 'command that plays video, e.g. "vlc {file}"').env('FERRY_VIDEO_APP'))
     .addOption(new Option('--opens-per-minute <n>', 'apps one connection may launch per minute').env('FERRY_OPENS_PER_MINUTE').argParser(parseCount).default(10))
+    .addOption(new Option('--inspect [url]', 'stream the server\u2019s and every session\u2019s state machines to a ws:// inspector, or start a local inspector page'))
     .addOption(new Option('--no-legacy', 'refuse clients of the original tool (they are recognised from their first bytes)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(async (_opts, cmd: Command) => {
@@ -74,6 +77,8 @@ xdg-open (Linux), open (macOS), Paint and Windows Media Player (Windows). Exampl
 
 async function serve(options: ServeOptions): Promise<void> {
   const log = createLogger(options.logLevel);
+  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect);
+  if (inspection) log.info({ event: 'inspecting', url: inspection.url }, inspection.description);
   const uploadDir = path.resolve(options.uploadDir);
   const server = createServer({
     host: options.host,
@@ -92,6 +97,7 @@ async function serve(options: ServeOptions): Promise<void> {
       ...(options.videoApp ? { video: options.videoApp } : {}),
     },
     opensPerMinute: options.opensPerMinute,
+    ...(inspection ? { inspect: inspection.inspect } : {}),
   });
   let stopping = false;
   const stop = (signal: string) => {
@@ -101,7 +107,10 @@ async function serve(options: ServeOptions): Promise<void> {
     }
     stopping = true;
     log.info({ event: 'signal', signal }, `${signal}: finishing transfers in flight (up to ${options.grace} ms), then stopping`);
-    void server.close().then(() => process.exit(0));
+    void server
+      .close()
+      .then(() => inspection?.stop())
+      .then(() => process.exit(0));
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));

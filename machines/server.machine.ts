@@ -74,7 +74,8 @@ export const serverMachine = setup({
       log.info({ event: 'connected' }, 'client connected');
       enqueue.assign({ started: n, active: context.active + 1 });
       enqueue.spawnChild('session', {
-        id,
+        // Readable in the inspector and in done events: which session, and who is on the other end.
+        id: `${id} ${transport.remote}`,
         input: {
           id,
           transport,
