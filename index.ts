@@ -24,6 +24,8 @@ import { legacyLink } from './machines/actors/legacy-link.js';
 import { nativeAndLegacy, nativeOnly, type CodecFactory } from './machines/actors/session-connection.js';
 import { UploadStore } from './media/upload-store.js';
 import { defaultMediaApps, type MediaApps } from './media/launcher.js';
+import { ResumeBook } from './media/resume-book.js';
+import { MessageJournal } from './media/message-journal.js';
 import { FerryError } from './transport/errors.js';
 import { DEFAULT_LIMITS, type OpenResultInfo } from './transport/frames.js';
 import { dialNet } from './transport/net-transport.js';
@@ -71,6 +73,10 @@ export interface ServerOptions {
   apps?: Partial<MediaApps>;
   /** Launches allowed per connection per minute. Default 10. */
   opensPerMinute?: number;
+  /** Ping native clients this often and drop those silent for two intervals. Default 10 s; 0 = off. */
+  heartbeatMs?: number;
+  /** Partial uploads untouched for this long are deleted (at start and hourly). Default 24 h. */
+  partialTtlMs?: number;
 }
 
 export interface FerryServer {
@@ -90,6 +96,10 @@ export function createServer(options: ServerOptions = {}): FerryServer {
     root: path.resolve(options.uploadDir ?? 'upload'),
     ...(options.maxFileSize !== undefined ? { maxFileSize: options.maxFileSize } : {}),
   });
+  const root = path.resolve(options.uploadDir ?? 'upload');
+  const journal = new MessageJournal({ file: path.join(root, '.ferry', 'messages.journal') });
+  const partialTtlMs = options.partialTtlMs ?? 24 * 3600_000;
+  let sweeper: ReturnType<typeof setInterval> | undefined;
   const actor = createActor(serverMachine, {
     id: 'server',
     ...(options.inspect ? { inspect: options.inspect } : {}),
@@ -100,7 +110,8 @@ export function createServer(options: ServerOptions = {}): FerryServer {
       log: options.logger ?? pino({ level: 'silent' }),
       limits,
       codecs,
-      timeouts: { handshakeMs: options.handshakeTimeoutMs ?? 10_000 },
+      timeouts: { handshakeMs: options.handshakeTimeoutMs ?? 10_000, heartbeatMs: options.heartbeatMs ?? 10_000 },
+      journal,
       agent: AGENT,
       graceMs: options.graceMs ?? 10_000,
       media: { enabled: options.open === true, apps: { ...defaultMediaApps(), ...options.apps }, perMinute: options.opensPerMinute ?? 10 },
@@ -113,6 +124,10 @@ export function createServer(options: ServerOptions = {}): FerryServer {
     listen() {
       listening ??= (async () => {
         await store.init();
+        journal.open();
+        await store.expirePartials(partialTtlMs);
+        sweeper = setInterval(() => void store.expirePartials(partialTtlMs).catch(() => undefined), Math.min(partialTtlMs, 3600_000));
+        sweeper.unref();
         actor.start();
         const snapshot = await waitFor(actor, (s) => s.matches('listening') || s.status === 'done');
         if (!snapshot.matches('listening')) {
@@ -129,9 +144,12 @@ export function createServer(options: ServerOptions = {}): FerryServer {
     async close() {
       if (!listening) return;
       await listening.catch(() => undefined);
-      if (actor.getSnapshot().status !== 'active') return;
-      actor.send({ type: 'stop' });
-      await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
+      clearInterval(sweeper);
+      if (actor.getSnapshot().status === 'active') {
+        actor.send({ type: 'stop' });
+        await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
+      }
+      journal.close();
     },
   };
 }
@@ -157,6 +175,13 @@ export interface ClientOptions {
   dial?: Dialer;
   /** Speak the original tool's format to an original server (no handshake, ids or hashes). */
   legacy?: boolean;
+  /**
+   * A folder where the client remembers unfinished uploads, so running it again for the same file
+   * resumes instead of starting over. Default: remembered only while this client lives.
+   */
+  stateDir?: string;
+  /** Ping the server this often; two silent intervals drop the connection and reconnect. Default 10 s; 0 = off. */
+  heartbeatMs?: number;
   /** Receives XState inspection events of the client's actors (e.g. for the Stately inspector). */
   inspect?: (event: InspectionEvent) => void;
 }
@@ -222,6 +247,9 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       retry: { initialMs: options.retryInitialMs ?? 250, maxMs: options.retryMaxMs ?? 5_000, forMs: options.retryForMs },
       handshakeMs: options.handshakeTimeoutMs ?? 10_000,
       ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
+      book: new ResumeBook(options.stateDir ? path.join(options.stateDir, 'uploads.json') : undefined),
+      server: `${host}:${port}`,
+      heartbeatMs: options.heartbeatMs ?? 10_000,
     },
   });
   const pending = new Map<number, Settle>();
@@ -231,7 +259,7 @@ export function createClient(options: ClientOptions = {}): FerryClient {
   actor.on('uploaded', (e) =>
     settle(e.id, (p) => {
       const { savedAs, bytes, sha256, opened } = e.result;
-      const result: UploadResult = { file: p.file ?? '', savedAs, bytes, sha256, resumedFrom: 0, ...(opened ? { opened } : {}) };
+      const result: UploadResult = { file: p.file ?? '', savedAs, bytes, sha256, resumedFrom: e.resumedFrom, ...(opened ? { opened } : {}) };
       p.resolve(result);
     }),
   );

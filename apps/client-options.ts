@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { createClient, DEFAULT_HOST, DEFAULT_PORT, type FerryClient } from '../index.js';
-import { parseDuration, parsePort } from './units.js';
+import { parseDuration, parseDurationOrZero, parsePort } from './units.js';
+import { defaultStateDir } from '../media/resume-book.js';
 import { startInspection } from './inspect.js';
 
 export interface CommonClientOptions {
@@ -12,6 +13,8 @@ export interface CommonClientOptions {
   retryFor?: number;
   legacy?: boolean;
   inspect?: string | true;
+  heartbeat: number;
+  stateDir: string;
 }
 
 /** The flags every client command shares. */
@@ -21,6 +24,8 @@ export function addClientOptions(command: Command, retryForDefault: string | und
     .addOption(new Option('--port <port>', 'server port').env('FERRY_PORT').argParser(parsePort).default(DEFAULT_PORT))
     .option('--json', 'print one JSON object per result instead of text')
     .option('--legacy', 'speak the original tool\u2019s format to an original server')
+    .addOption(new Option('--heartbeat <duration>', 'ping the server this often; reconnect after two silent intervals (0 = never)').env('FERRY_HEARTBEAT').argParser(parseDurationOrZero).default(10_000, '10s'))
+    .addOption(new Option('--state-dir <dir>', 'where unfinished uploads are remembered, so a new run resumes them').env('FERRY_STATE_DIR').default(defaultStateDir()))
     .option('--inspect [url]', 'stream the client\u2019s state machines to a ws:// inspector, or start a local inspector page')
     .addOption(new Option('--retry-initial <duration>', 'first delay before reconnecting').argParser(parseDuration).default(250, '250ms'))
     .addOption(new Option('--retry-max <duration>', 'longest delay between attempts').argParser(parseDuration).default(5_000, '5s'));
@@ -48,6 +53,8 @@ export async function openClient(options: CommonClientOptions, extra: { rateLimi
     ...(options.retryFor !== undefined ? { retryForMs: options.retryFor } : {}),
     ...(extra.rateLimit ? { rateLimit: extra.rateLimit } : {}),
     ...(options.legacy ? { legacy: true } : {}),
+    heartbeatMs: options.heartbeat,
+    stateDir: options.stateDir,
     ...(inspection ? { inspect: inspection.inspect } : {}),
   });
   if (!extra.quietWaiting) {

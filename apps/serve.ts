@@ -4,7 +4,7 @@ import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
 import { createLogger } from './logger.js';
 import { startInspection } from './inspect.js';
 import { applyConfigFile } from './settings.js';
-import { formatBytes, parseCount, parseDuration, parsePort, parseSize } from './units.js';
+import { formatBytes, parseCount, parseDuration, parseDurationOrZero, parsePort, parseSize } from './units.js';
 
 interface ServeOptions {
   host: string;
@@ -23,6 +23,8 @@ interface ServeOptions {
   videoApp?: string;
   opensPerMinute: number;
   inspect?: string | true;
+  heartbeat: number;
+  partialTtl: number;
 }
 
 export function registerServe(program: Command): void {
@@ -44,6 +46,8 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--audio-app <cmd>', 'command that plays audio, e.g. "mpv --no-video {file}"').env('FERRY_AUDIO_APP'))
     .addOption(new Option('--video-app <cmd>', 'command that plays video, e.g. "vlc {file}"').env('FERRY_VIDEO_APP'))
     .addOption(new Option('--opens-per-minute <n>', 'apps one connection may launch per minute').env('FERRY_OPENS_PER_MINUTE').argParser(parseCount).default(10))
+    .addOption(new Option('--heartbeat <duration>', 'ping clients this often; drop those silent for two intervals (0 = never)').env('FERRY_HEARTBEAT').argParser(parseDurationOrZero).default(10_000, '10s'))
+    .addOption(new Option('--partial-ttl <duration>', 'delete partial uploads untouched this long').env('FERRY_PARTIAL_TTL').argParser(parseDuration).default(24 * 3600_000, '24h'))
     .addOption(new Option('--inspect [url]', 'stream the server\u2019s and every session\u2019s state machines to a ws:// inspector, or start a local inspector page'))
     .addOption(new Option('--no-legacy', 'refuse clients of the original tool (they are recognised from their first bytes)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -55,6 +59,8 @@ export function registerServe(program: Command): void {
         handshakeTimeout: parseDuration,
         grace: parseDuration,
         opensPerMinute: parseCount,
+        heartbeat: parseDurationOrZero,
+        partialTtl: parseDuration,
       });
       await serve(cmd.opts<ServeOptions>());
     });
@@ -63,7 +69,7 @@ export function registerServe(program: Command): void {
     `
 Environment: FERRY_HOST, FERRY_PORT, FERRY_UPLOAD_DIR, FERRY_CONFIG, FERRY_MAX_MESSAGE, FERRY_MAX_FILE_SIZE,
 FERRY_HANDSHAKE_TIMEOUT, FERRY_GRACE, FERRY_OPEN, FERRY_IMAGE_APP, FERRY_AUDIO_APP, FERRY_VIDEO_APP,
-FERRY_OPENS_PER_MINUTE, LOG_LEVEL. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
+FERRY_OPENS_PER_MINUTE, FERRY_HEARTBEAT, FERRY_PARTIAL_TTL, LOG_LEVEL. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
 Logs go to stdout: JSON lines, or pretty on a terminal.
 
 Opening media: with --open, a client may ask for a file it sent (or one stored earlier) to be opened.
@@ -97,6 +103,8 @@ async function serve(options: ServeOptions): Promise<void> {
       ...(options.videoApp ? { video: options.videoApp } : {}),
     },
     opensPerMinute: options.opensPerMinute,
+    heartbeatMs: options.heartbeat,
+    partialTtlMs: options.partialTtl,
     ...(inspection ? { inspect: inspection.inspect } : {}),
   });
   let stopping = false;

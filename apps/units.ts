@@ -27,6 +27,11 @@ export function parseCount(text: string): number {
   return value;
 }
 
+/** Like parseDuration, but `0` (off) is allowed. */
+export function parseDurationOrZero(text: string): number {
+  return /^\s*0+\s*$/.test(text) ? 0 : parseDuration(text);
+}
+
 export function parsePort(text: string): number {
   const port = Number(text);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`"${text}" is not a port number (0-65535)`);

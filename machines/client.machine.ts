@@ -2,6 +2,7 @@ import { assign, emit, enqueueActions, sendTo, setup } from 'xstate';
 import { FerryError, type ErrorCode } from '../transport/errors.js';
 import { DEFAULT_LIMITS, type ErrorInfo, type HelloInfo, type Limits, type OpenResultInfo, type UploadResultInfo } from '../transport/frames.js';
 import type { Dialer } from '../transport/transport.js';
+import type { ResumeBook } from '../media/resume-book.js';
 import { clientLink, type ClientLinkEvent } from './actors/client-link.js';
 
 export interface RetryPolicy {
@@ -22,11 +23,17 @@ export interface ClientMachineInput {
   rateLimit?: number;
   /** Messages and uploads accepted while the server is unreachable, at most. */
   maxQueued?: number;
+  /** Remembers resume keys of unfinished uploads. */
+  book: ResumeBook;
+  /** `host:port` of the server, for the book. */
+  server: string;
+  /** Heartbeat interval; 0 turns heartbeats off. */
+  heartbeatMs: number;
 }
 
 export type MessageJob = { kind: 'message'; id: number; text: string };
 export type OpenJob = { kind: 'open'; id: number; name: string };
-export type UploadJob = { kind: 'upload'; id: number; path: string; name: string; open: boolean };
+export type UploadJob = { kind: 'upload'; id: number; path: string; name: string; open: boolean; resumedFrom?: number };
 /** Requests are answered by id and may be pipelined; uploads go one at a time. */
 export type RequestJob = MessageJob | OpenJob;
 export type Job = RequestJob | UploadJob;
@@ -38,6 +45,9 @@ export interface ClientContext {
   handshakeMs: number;
   rateLimit: number | undefined;
   maxQueued: number;
+  book: ResumeBook;
+  server: string;
+  heartbeatMs: number;
   /** Waiting to be sent, in the order they were handed over. */
   queue: Job[];
   /** Sent and not yet answered; sent again, in order, after a reconnect. */
@@ -68,7 +78,7 @@ export type ClientEmitted =
   | { type: 'reply'; id: number; text: string }
   | { type: 'upload-started'; id: number; size: number }
   | { type: 'progress'; id: number; sent: number; total: number }
-  | { type: 'uploaded'; id: number; result: UploadResultInfo }
+  | { type: 'uploaded'; id: number; result: UploadResultInfo; resumedFrom: number }
   | { type: 'opened'; id: number; result: OpenResultInfo }
   | { type: 'failed'; id: number; error: FerryError }
   | { type: 'disconnected'; error: FerryError | undefined };
@@ -212,13 +222,16 @@ export const clientMachine = setup({
       ...(context.current!.open ? { open: true } : {}),
     })),
     streamUpload: sendTo('link', ({ event }) => ({ type: 'stream-upload' as const, id: event.type === 'server.accept' ? event.id : -1, offset: event.type === 'server.accept' ? event.offset : 0 })),
+    assignResumedFrom: assign({
+      current: ({ context, event }) => (context.current && event.type === 'server.accept' ? { ...context.current, resumedFrom: event.offset } : context.current),
+    }),
     emitUploadStarted: emit(({ event }) => ({ type: 'upload-started' as const, id: event.type === 'upload.offered' ? event.id : -1, size: event.type === 'upload.offered' ? event.size : 0 })),
     emitProgress: emit(({ event }) =>
       event.type === 'upload.progress' ? { type: 'progress' as const, id: event.id, sent: event.sent, total: event.total } : { type: 'progress' as const, id: -1, sent: 0, total: 0 },
     ),
     settleUpload: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'server.done' || !context.current) return;
-      enqueue.emit({ type: 'uploaded', id: context.current.id, result: event.result });
+      enqueue.emit({ type: 'uploaded', id: context.current.id, result: event.result, resumedFrom: context.current.resumedFrom ?? 0 });
       enqueue.assign({ current: undefined });
     }),
     failUpload: enqueueActions(({ context, event, enqueue }) => {
@@ -285,6 +298,9 @@ export const clientMachine = setup({
     handshakeMs: input.handshakeMs,
     rateLimit: input.rateLimit,
     maxQueued: input.maxQueued ?? 10_000,
+    book: input.book,
+    server: input.server,
+    heartbeatMs: input.heartbeatMs,
     queue: [],
     inflight: [],
     current: undefined,
@@ -306,6 +322,9 @@ export const clientMachine = setup({
           hello: context.hello,
           limits: DEFAULT_LIMITS,
           handshakeMs: context.handshakeMs,
+          book: context.book,
+          server: context.server,
+          heartbeatMs: context.heartbeatMs,
           ...(context.rateLimit ? { rateLimit: context.rateLimit } : {}),
         }),
       },
@@ -355,7 +374,7 @@ export const clientMachine = setup({
                 upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
                 open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
                 'upload.offered': { guard: 'isCurrentUpload', actions: 'emitUploadStarted' },
-                'server.accept': { guard: 'isCurrentUpload', actions: 'streamUpload' },
+                'server.accept': { guard: 'isCurrentUpload', actions: ['assignResumedFrom', 'streamUpload'] },
                 'upload.progress': { actions: 'emitProgress' },
                 'upload.sent': {},
                 'server.done': { guard: 'isCurrentUpload', target: 'idle', actions: 'settleUpload' },

@@ -5,7 +5,7 @@ import type { Transport } from '../transport/transport.js';
 import { listener, type ListenerEvent } from './actors/listener.js';
 import type { CodecFactory } from './actors/session-connection.js';
 import type { FileSink } from './actors/file-receiver.js';
-import { sessionMachine, type SessionTimeouts } from './session.machine.js';
+import { sessionMachine, type HandledMessages, type SessionTimeouts } from './session.machine.js';
 import type { OpenSettings } from '../media/opener.js';
 
 export interface ServerMachineInput {
@@ -20,6 +20,7 @@ export interface ServerMachineInput {
   /** How long a shutdown waits for transfers in flight before cutting them off. */
   graceMs: number;
   media: OpenSettings;
+  journal: HandledMessages;
 }
 
 export interface ServerContext extends ServerMachineInput {
@@ -86,6 +87,7 @@ export const serverMachine = setup({
           timeouts: context.timeouts,
           agent: context.agent,
           media: context.media,
+          journal: context.journal,
         },
       });
     }),

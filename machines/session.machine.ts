@@ -13,6 +13,14 @@ import { fileReceiver, type FileReceiverEvent, type FileSink } from './actors/fi
 export interface SessionTimeouts {
   /** A connection that has not said hello by then is closed. */
   handshakeMs: number;
+  /** Native clients silent for two of these intervals are dropped; 0 = never. */
+  heartbeatMs?: number;
+}
+
+/** The record of handled messages, so a resent one is not handled twice. */
+export interface HandledMessages {
+  seen(clientId: string, id: number): boolean;
+  record(clientId: string, id: number): void;
 }
 
 export interface SessionInput {
@@ -28,6 +36,7 @@ export interface SessionInput {
   agent: string;
   /** Whether and how received media may be opened on this machine. */
   media: OpenSettings;
+  journal: HandledMessages;
 }
 
 /** What the media step was asked to do: open a just-saved upload, or a file stored earlier. */
@@ -82,6 +91,9 @@ export interface SessionContext {
   /** A request to open a file stored earlier, while it is being handled. */
   openRequest: { id: number; name: string } | undefined;
   media: OpenSettings;
+  journal: HandledMessages;
+  /** The client's id from its hello; messages are deduplicated per client id. */
+  clientId: string | undefined;
   /** When this session last launched apps, for the per-minute limit. */
   launches: number[];
   /** Set by a server shutdown: finish what is in flight, then close. */
@@ -135,6 +147,7 @@ export const sessionMachine = setup({
     isLegacy: ({ context }) => context.format === 'legacy',
     isDraining: ({ context }) => context.draining,
     isUpload: ({ context }) => context.upload?.saved !== undefined,
+    alreadyHandled: ({ context, event }) => event.type === 'message' && context.clientId !== undefined && context.journal.seen(context.clientId, event.id),
     endedCleanly: ({ event }) => event.type === 'peer-ended' && event.clean,
   },
   actions: {
@@ -156,7 +169,14 @@ export const sessionMachine = setup({
     handleMessage: ({ context, event }) => {
       if (event.type !== 'message') return;
       context.log.info({ event: 'message', id: event.id, text: event.text }, 'message');
+      // Recorded before the acknowledgement goes out: once acknowledged, it is known as handled.
+      if (context.clientId !== undefined) context.journal.record(context.clientId, event.id);
     },
+    logDuplicate: ({ context, event }) => {
+      if (event.type !== 'message') return;
+      context.log.debug({ event: 'duplicate-message', id: event.id }, 'message already handled; acknowledged again');
+    },
+    assignClientId: assign({ clientId: ({ event }) => (event.type === 'hello' ? event.info.clientId : undefined) }),
     replyMessageAck: sendTo('connection', ({ event }) =>
       event.type === 'message'
         ? { type: 'reply' as const, reply: { type: 'message-ack' as const, id: event.id, text: event.text, raw: event.raw } }
@@ -280,13 +300,20 @@ export const sessionMachine = setup({
     upload: undefined,
     openRequest: undefined,
     media: input.media,
+    journal: input.journal,
+    clientId: undefined,
     launches: [],
     draining: false,
   }),
   invoke: {
     id: 'connection',
     src: 'connection',
-    input: ({ context }) => ({ transport: context.transport, limits: context.limits, codecs: context.codecs }),
+    input: ({ context }) => ({
+      transport: context.transport,
+      limits: context.limits,
+      codecs: context.codecs,
+      ...(context.timeouts.heartbeatMs ? { heartbeatMs: context.timeouts.heartbeatMs } : {}),
+    }),
   },
   on: {
     format: { actions: 'assignFormat' },
@@ -303,7 +330,7 @@ export const sessionMachine = setup({
       description: 'Waiting for the client to say which protocol it speaks.',
       after: { handshakeTimeout: { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] } },
       on: {
-        hello: { target: 'awaitingHeader', actions: ['logHello', 'replyWelcome'] },
+        hello: { target: 'awaitingHeader', actions: ['assignClientId', 'logHello', 'replyWelcome'] },
         shutdown: { target: 'closing', actions: 'closeQuietly' },
         ...refuseOthers(['hello']),
       },
@@ -324,7 +351,10 @@ export const sessionMachine = setup({
     receivingBody: {
       description: 'A message has begun; waiting for the rest of its text.',
       on: {
-        message: { target: 'awaitingHeader', actions: ['handleMessage', 'replyMessageAck', 'emitMessage'] },
+        message: [
+          { guard: 'alreadyHandled', target: 'awaitingHeader', actions: ['logDuplicate', 'replyMessageAck'] },
+          { target: 'awaitingHeader', actions: ['handleMessage', 'replyMessageAck', 'emitMessage'] },
+        ],
         ...refuseOthers(['message']),
       },
     },

@@ -22,6 +22,11 @@ export interface UploadStoreOptions {
 export interface Offer {
   name: string;
   size: number;
+  /**
+   * A resumable upload's key (32 hex digits, chosen by the sender). Its partial data is kept when
+   * the connection drops, and a later offer with the same key continues where it stopped.
+   */
+  key?: string;
 }
 
 /** A file that was stored. */
@@ -41,8 +46,10 @@ export interface IncomingFile {
   readonly name: string;
   /** The announced size in bytes. */
   readonly size: number;
-  /** Bytes accepted by `write()` so far. */
+  /** Bytes accepted by `write()` so far, counting what an earlier connection left (the resume offset). */
   readonly received: number;
+  /** Where this upload continued from: bytes already on disk when it began. */
+  readonly resumedFrom: number;
   /**
    * Hashes and writes a chunk. The chunk must not be modified afterwards, since it is queued
    * without copying. Returns false when the caller should wait for `onDrain` before writing more.
@@ -66,7 +73,8 @@ export interface IncomingFile {
    */
   finish(expectedSha256?: string): Promise<SavedFile>;
   /**
-   * Stops the upload and deletes the temp file. Idempotent and never rejects. Once `finish()` has
+   * Stops the upload. A resumable upload's partial data is flushed and kept for a later offer with
+   * the same key; any other temp file is deleted. Idempotent and never rejects. Once `finish()` has
    * been called it only waits for that to settle, so a verified file is not thrown away.
    */
   abort(): Promise<void>;
@@ -87,6 +95,8 @@ export class UploadStore {
   readonly #partialDir: string;
   readonly #maxFileSize: number | undefined;
   readonly #active = new Set<Incoming>();
+  /** Resumable uploads being received, by key: a newer connection for the same key takes over. */
+  readonly #byKey = new Map<string, Incoming>();
   #initialising: Promise<void> | undefined;
   #hardLinks = true;
 
@@ -135,11 +145,12 @@ export class UploadStore {
     }
 
     await this.init();
+    if (offer.key !== undefined) return this.#resume(name, size, offer.key);
     await this.#checkFreeSpace(size);
 
     const tempPath = path.join(this.#partialDir, randomBytes(16).toString('hex') + '.part');
     const stream = fs.createWriteStream(tempPath, { flags: 'wx', highWaterMark: WRITE_HIGH_WATER_MARK });
-    const incoming: Incoming = new Incoming(name, size, tempPath, stream, {
+    const incoming: Incoming = new Incoming(name, size, tempPath, stream, createHash('sha256'), 0, undefined, {
       place: (temp, wanted) => this.#place(temp, wanted),
       release: () => this.#active.delete(incoming),
     });
@@ -151,6 +162,84 @@ export class UploadStore {
     }
     this.#active.add(incoming);
     return incoming;
+  }
+
+  /**
+   * Begins or continues a resumable upload. The offset is what is really on disk, so it survives a
+   * killed server; the running hash is rebuilt by reading that data once. An older connection still
+   * attached to the key is cut off first, so bytes from two connections never interleave.
+   */
+  async #resume(name: string, size: number, key: string): Promise<IncomingFile> {
+    if (!/^[0-9a-f]{32}$/.test(key)) {
+      throw new FerryError('E_BAD_FRAME', 'An upload key must be 32 lower-case hex digits.');
+    }
+    const previous = this.#byKey.get(key);
+    if (previous) await previous.detach();
+    const tempPath = path.join(this.#partialDir, `${key}.part`);
+    const metaPath = path.join(this.#partialDir, `${key}.json`);
+    let offset = 0;
+    const hash = createHash('sha256');
+    const meta = await readMeta(metaPath);
+    if (meta && meta.size === size) {
+      try {
+        offset = (await fs.promises.stat(tempPath)).size;
+      } catch {
+        offset = 0;
+      }
+      if (offset > size) {
+        throw new FerryError(
+          'E_UPLOAD_SIZE',
+          `The partial upload holds ${offset} bytes, more than the announced ${size}; it was left as it is, send the file as a new upload.`,
+        );
+      }
+      if (offset > 0) await hashFilePrefix(tempPath, offset, hash);
+    } else if (meta) {
+      // The same key with another size is another file: start it over.
+      await removeQuietly(tempPath);
+    }
+    await this.#checkFreeSpace(size - offset);
+    if (!meta || meta.size !== size) await writeMeta(metaPath, { key, name, size, created: Date.now() });
+    const stream = fs.createWriteStream(tempPath, { flags: offset > 0 ? 'a' : 'w', highWaterMark: WRITE_HIGH_WATER_MARK });
+    const incoming: Incoming = new Incoming(name, size, tempPath, stream, hash, offset, metaPath, {
+      place: (temp, wanted) => this.#place(temp, wanted),
+      release: () => {
+        this.#active.delete(incoming);
+        if (this.#byKey.get(key) === incoming) this.#byKey.delete(key);
+      },
+    });
+    try {
+      await incoming.opened();
+    } catch (err) {
+      throw storeError(err, 'opening the partial upload');
+    }
+    this.#active.add(incoming);
+    this.#byKey.set(key, incoming);
+    return incoming;
+  }
+
+  /**
+   * Deletes partial uploads untouched for longer than `maxAgeMs` (and anything in the partial folder
+   * that is not an upload in progress). Returns how many uploads were removed.
+   */
+  async expirePartials(maxAgeMs: number, now = Date.now()): Promise<number> {
+    await this.init();
+    const busy = new Set<string>();
+    for (const incoming of this.#active) busy.add(path.basename(incoming.tempPath, '.part'));
+    let removed = 0;
+    for (const entry of await fs.promises.readdir(this.#partialDir)) {
+      const stem = entry.replace(/\.(part|json)$/, '');
+      if (busy.has(stem)) continue;
+      const full = path.join(this.#partialDir, entry);
+      try {
+        const stat = await fs.promises.stat(full);
+        if (now - stat.mtimeMs < maxAgeMs) continue;
+        await fs.promises.rm(full, { force: true });
+        if (entry.endsWith('.part')) removed++;
+      } catch {
+        // Gone meanwhile, or not ours to judge: leave it.
+      }
+    }
+    return removed;
   }
 
   /**
@@ -262,23 +351,33 @@ interface StoreHooks {
 class Incoming implements IncomingFile {
   readonly name: string;
   readonly size: number;
-  #received = 0;
+  readonly resumedFrom: number;
+  readonly tempPath: string;
+  #received: number;
   readonly #store: StoreHooks;
   readonly #tempPath: string;
   readonly #stream: fs.WriteStream;
-  readonly #hash: Hash = createHash('sha256');
+  readonly #hash: Hash;
+  /** Set for a resumable upload: its partial survives an abort. */
+  readonly #metaPath: string | undefined;
   #state: State = 'open';
+  #keep = false;
   #failure: FerryError | undefined;
   #drainListeners: (() => void)[] = [];
   #finishing: Promise<SavedFile> | undefined;
   #aborting: Promise<void> | undefined;
 
-  constructor(name: string, size: number, tempPath: string, stream: fs.WriteStream, store: StoreHooks) {
+  constructor(name: string, size: number, tempPath: string, stream: fs.WriteStream, hash: Hash, offset: number, metaPath: string | undefined, store: StoreHooks) {
     this.#store = store;
     this.name = name;
     this.size = size;
     this.#tempPath = tempPath;
+    this.tempPath = tempPath;
     this.#stream = stream;
+    this.#hash = hash;
+    this.#received = offset;
+    this.resumedFrom = offset;
+    this.#metaPath = metaPath;
     // A listener must be attached for the whole life of the stream: an unhandled
     // 'error' event would take the process down.
     stream.on('error', (err) => {
@@ -363,17 +462,28 @@ class Incoming implements IncomingFile {
       }
       const sha256 = this.#hash.digest('hex');
       if (expectedSha256 !== undefined && expectedSha256.toLowerCase() !== sha256) {
+        // A resumable partial is left as it is (it expires); the sender starts a new upload.
+        if (this.#metaPath) this.#keep = true;
         throw new FerryError(
           'E_HASH_MISMATCH',
-          `The received file has SHA-256 ${sha256} but the sender announced ${expectedSha256}, so it was discarded; send it again.`,
+          `The received file has SHA-256 ${sha256} but the sender announced ${expectedSha256}, so it was not stored; send it again.`,
         );
       }
       const placed = await this.#store.place(this.#tempPath, this.name);
       return { savedAs: placed.savedAs, path: placed.path, bytes: this.#received, sha256 };
     } finally {
-      await removeQuietly(this.#tempPath);
+      if (!this.#keep) {
+        await removeQuietly(this.#tempPath);
+        if (this.#metaPath) await removeQuietly(this.#metaPath);
+      }
       this.#store.release();
     }
+  }
+
+  /** Another connection takes this resumable upload over: stop writing, keep what is on disk. */
+  detach(): Promise<void> {
+    if (this.#finishing) return this.#finishing.then(noop, noop);
+    return this.abort();
   }
 
   abort(): Promise<void> {
@@ -385,12 +495,14 @@ class Incoming implements IncomingFile {
   async #abort(): Promise<void> {
     this.#state = 'aborted';
     this.#drainListeners = [];
+    const resumable = this.#metaPath !== undefined;
     try {
-      await this.#closeStream(true);
+      // A resumable partial is flushed, not thrown away: what reached the disk is the resume offset.
+      await this.#closeStream(!resumable);
     } catch {
       // Aborting must never fail; the temp file is removed below either way.
     }
-    await removeQuietly(this.#tempPath);
+    if (!resumable) await removeQuietly(this.#tempPath);
     this.#store.release();
   }
 
@@ -415,6 +527,36 @@ class Incoming implements IncomingFile {
 }
 
 function noop(): void {}
+
+interface PartialMeta {
+  key: string;
+  name: string;
+  size: number;
+  created: number;
+}
+
+async function readMeta(file: string): Promise<PartialMeta | undefined> {
+  try {
+    const value = JSON.parse(await fs.promises.readFile(file, 'utf8')) as PartialMeta;
+    return typeof value.size === 'number' ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeMeta(file: string, meta: PartialMeta): Promise<void> {
+  try {
+    await fs.promises.writeFile(file, JSON.stringify(meta));
+  } catch (err) {
+    throw storeError(err, 'recording the partial upload');
+  }
+}
+
+/** Feeds the first `length` bytes of a file into `hash`, reading each byte once. */
+async function hashFilePrefix(file: string, length: number, hash: Hash): Promise<void> {
+  const stream = fs.createReadStream(file, { start: 0, end: length - 1, highWaterMark: 1024 * 1024 });
+  for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+}
 
 async function removeQuietly(file: string): Promise<void> {
   try {

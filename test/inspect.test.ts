@@ -271,7 +271,7 @@ describe('startInspection towards a WebSocket', () => {
       snapshots.filter((e) => e.sessionId === actor.sessionId).map((e) => e.snapshot as { value?: unknown; context?: Record<string, unknown> });
 
     const serverActor = actorNamed((name) => name === 'server');
-    const sessionActor = actorNamed((name) => /^session-\d+$/.test(name));
+    const sessionActor = actorNamed((name) => /^session-\d+ 127\.0\.0\.1:\d+$/.test(name));
     const clientActor = actorNamed((name) => name === 'client');
     expect(sessionActor.parentId).toBe(serverActor.sessionId);
     expect(serverActor.definition).toContain('"listening"'); // the machine definition, for the diagram
@@ -281,7 +281,7 @@ describe('startInspection towards a WebSocket', () => {
     expect(serverContext).toMatchObject({ log: '<Pino>', store: '<UploadStore>', host: '127.0.0.1' });
     const sessionContext = snapshotsOf(sessionActor).at(-1)!.context!;
     expect(sessionContext.transport).toMatch(/^<\w+>$/);
-    expect(sessionContext.id).toBe(sessionActor.name);
+    expect(sessionActor.name.startsWith(`${sessionContext.id} `)).toBe(true);
     expect(snapshotsOf(clientActor).some((snapshot) => JSON.stringify(snapshot.value).includes('online'))).toBe(true);
   });
 

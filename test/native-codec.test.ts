@@ -715,7 +715,7 @@ const sha256 = fc.tuple(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.bool
 });
 
 const clientFrameArb: fc.Arbitrary<Case<ServerToken>> = fc.oneof(
-  fc.record({ version: count, agent: anyText, clientId: anyText }, { requiredKeys: ['version', 'agent'] }).map((info: HelloInfo): Case<ServerToken> => ({
+  fc.record({ version: count, agent: anyText, clientId: fc.stringMatching(/^[A-Za-z0-9._:-]{1,128}$/) }, { requiredKeys: ['version', 'agent'] }).map((info: HelloInfo): Case<ServerToken> => ({
     bytes: encode.hello(info),
     tokens: [{ type: 'hello', info }],
   })),

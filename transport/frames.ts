@@ -62,6 +62,8 @@ export interface UploadOffer {
   size: number;
   /** Ask the server to open the file once it is stored. */
   open?: boolean;
+  /** Makes the upload resumable: 32 hex digits, the same for every attempt at the same file. */
+  key?: string;
 }
 
 /** Whether a file was opened on the server, and if not, why. */

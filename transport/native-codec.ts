@@ -255,7 +255,11 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
         const json = parseJson(payload, 'hello');
         if (!isCount(json.version) || typeof json.agent !== 'string') throw badFrame('hello');
         const info: HelloInfo = { version: json.version, agent: json.agent };
-        if (typeof json.clientId === 'string') info.clientId = json.clientId;
+        if (json.clientId !== undefined) {
+          // It ends up in the server's journal and logs: keep it to a plain token.
+          if (typeof json.clientId !== 'string' || !/^[A-Za-z0-9._:-]{1,128}$/.test(json.clientId)) throw badFrame('hello');
+          info.clientId = json.clientId;
+        }
         return { type: 'hello', info };
       }
       case FrameType.MESSAGE: {
@@ -264,11 +268,18 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
       }
       case FrameType.UPLOAD_OFFER: {
         const json = parseJson(payload, 'upload offer');
-        if (!isCount(json.id) || typeof json.name !== 'string' || !isCount(json.size) || (json.open !== undefined && typeof json.open !== 'boolean')) {
+        if (
+          !isCount(json.id) ||
+          typeof json.name !== 'string' ||
+          !isCount(json.size) ||
+          (json.open !== undefined && typeof json.open !== 'boolean') ||
+          (json.key !== undefined && (typeof json.key !== 'string' || !/^[0-9a-f]{32}$/.test(json.key)))
+        ) {
           throw badFrame('upload offer');
         }
         const offer: UploadOffer = { id: json.id, name: json.name, size: json.size };
         if (json.open === true) offer.open = true;
+        if (typeof json.key === 'string') offer.key = json.key;
         return { type: 'upload-offer', offer };
       }
       case FrameType.OPEN: {
@@ -454,6 +465,8 @@ export const nativeReplies: ReplyEncoder = {
         return encode.error(reply.error);
       case 'pong':
         return encode.pong(reply.payload);
+      case 'ping':
+        return encode.ping();
       case 'bye':
         return encode.bye();
     }

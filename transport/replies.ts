@@ -13,6 +13,7 @@ export type SessionReply =
   | { type: 'open-result'; id: number; result: OpenResultInfo }
   | { type: 'error'; error: ErrorInfo }
   | { type: 'pong'; payload: Buffer }
+  | { type: 'ping' }
   | { type: 'bye' };
 
 export interface ReplyEncoder {

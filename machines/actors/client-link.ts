@@ -6,6 +6,7 @@ import type { ClientToken, ErrorInfo, HelloInfo, Limits, OpenResultInfo, UploadR
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
 import type { Dialer, Transport } from '../../transport/transport.js';
 import { streamFile } from './file-source.js';
+import type { ResumeBook } from '../../media/resume-book.js';
 
 export interface ClientLinkInput {
   dial: Dialer;
@@ -15,6 +16,12 @@ export interface ClientLinkInput {
   handshakeMs: number;
   /** Upload rate limit in bytes per second. */
   rateLimit?: number;
+  /** Gives each file a stable key so an interrupted upload can resume. */
+  book: ResumeBook;
+  /** Identifies the server in the book (`host:port`). */
+  server: string;
+  /** Ping the server this often; two silent intervals mean it is gone. 0 turns heartbeats off. */
+  heartbeatMs: number;
 }
 
 export type ClientLinkEvent =
@@ -68,6 +75,7 @@ interface OpenUpload {
   id: number;
   path: string;
   size: number;
+  key: string;
   abort: AbortController;
 }
 
@@ -79,17 +87,23 @@ interface OpenUpload {
 export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, ClientLinkEvent>(({ input, sendBack, receive }) => {
   const dialing = new AbortController();
   const decoder = new ClientDecoder(input.limits);
+  /** Resume keys of uploads offered on this connection, by upload id. */
+  const uploadKeys = new Map<number, string>();
   let transport: Transport | undefined;
   let up = false;
   let down = false;
   let fatal: FerryError | undefined;
   let upload: OpenUpload | undefined;
   let handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
+  let heard = false;
+  let silentBeats = 0;
 
   const goDown = (error: FerryError) => {
     if (down) return;
     down = true;
     clearTimeout(handshakeTimer);
+    clearInterval(heartbeat);
     upload?.abort.abort(error);
     upload = undefined;
     transport?.destroy();
@@ -101,12 +115,17 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       case 'welcome':
         up = true;
         clearTimeout(handshakeTimer);
+        startHeartbeat();
         return sendBack({ type: 'link.up', welcome: token.info });
       case 'message-ack':
         return sendBack({ type: 'server.ack', id: token.id, text: token.text });
       case 'upload-accept':
         return sendBack({ type: 'server.accept', id: token.id, offset: token.offset });
       case 'upload-done':
+        if (uploadKeys.has(token.result.id)) {
+          void input.book.forget(uploadKeys.get(token.result.id)!);
+          uploadKeys.delete(token.result.id);
+        }
         return sendBack({ type: 'server.done', result: token.result });
       case 'open-result':
         return sendBack({ type: 'server.opened', id: token.id, result: token.result });
@@ -120,6 +139,11 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
           upload.abort.abort(new FerryError('E_CONNECTION_LOST', 'The upload was refused.'));
           upload = undefined;
         }
+        if (uploadKeys.has(token.error.id)) {
+          // Refused or corrupt: the next attempt must start from scratch under a new key.
+          void input.book.forget(uploadKeys.get(token.error.id)!);
+          uploadKeys.delete(token.error.id);
+        }
         return sendBack({ type: 'server.error', error: token.error });
       case 'ping':
         transport?.write(encode.pong(token.payload));
@@ -130,10 +154,26 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     }
   };
 
+  /** Pings every interval; any bytes from the server count as a sign of life. */
+  const startHeartbeat = () => {
+    if (input.heartbeatMs <= 0) return;
+    heartbeat = setInterval(() => {
+      if (heard) {
+        heard = false;
+        silentBeats = 0;
+      } else if (++silentBeats >= 2) {
+        return goDown(new FerryError('E_TIMEOUT', `The server stopped answering (nothing for ${Math.round((2 * input.heartbeatMs) / 1000)} s); reconnecting.`));
+      }
+      transport?.write(encode.ping());
+    }, input.heartbeatMs);
+    heartbeat.unref?.();
+  };
+
   const attach = (t: Transport) => {
     transport = t;
     t.on('data', (chunk) => {
       if (down) return;
+      heard = true;
       let tokens: ClientToken[];
       try {
         tokens = decoder.feed(chunk);
@@ -171,28 +211,32 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
 
   const offer = async (id: number, filePath: string, name: string, open: boolean) => {
     let size: number;
+    let key: string;
     try {
       const stat = await fs.stat(filePath);
       if (!stat.isFile()) throw new Error('not a regular file');
       size = stat.size;
+      key = await input.book.keyFor({ path: filePath, size, mtimeMs: stat.mtimeMs }, input.server);
     } catch (err) {
       sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_LOCAL_FILE', `${filePath} cannot be read (${(err as Error).message}); check the path.`) });
       return;
     }
     if (down || !transport) return;
-    upload = { id, path: filePath, size, abort: new AbortController() };
-    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size, ...(open ? { open: true } : {}) }));
+    upload = { id, path: filePath, size, key, abort: new AbortController() };
+    uploadKeys.set(id, key);
+    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size, key, ...(open ? { open: true } : {}) }));
     sendBack({ type: 'upload.offered', id, size });
   };
 
   const stream = (id: number, offset: number) => {
     const current = upload;
     if (!current || current.id !== id || !transport) return;
-    if (offset !== 0) {
-      sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_UNEXPECTED_FRAME', 'The server asked to resume at an offset this client cannot continue from.') });
+    if (offset > current.size) {
+      sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_UPLOAD_SIZE', `The server reports ${offset} bytes of a ${current.size}-byte file; send it again as a new upload.`) });
       return;
     }
     streamFile({
+      offset,
       path: current.path,
       id,
       size: current.size,
@@ -251,6 +295,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
   return () => {
     down = true;
     clearTimeout(handshakeTimer);
+    clearInterval(heartbeat);
     dialing.abort();
     upload?.abort.abort(new FerryError('E_CLOSED', 'The client was closed.'));
     transport?.destroy();

@@ -5,7 +5,7 @@ import type { IncomingFile, SavedFile } from '../../media/upload-store.js';
 
 /** The part of the upload store a session needs; tests may hand in their own. */
 export interface FileSink {
-  begin(offer: { name: string; size: number }): Promise<IncomingFile>;
+  begin(offer: { name: string; size: number; key?: string }): Promise<IncomingFile>;
   /** The path of a file stored earlier under exactly this name; rejects with E_NOT_FOUND. */
   existing(name: string): Promise<string>;
 }
@@ -48,7 +48,8 @@ export const fileReceiver = fromCallback<FileReceiverCommand, FileReceiverInput,
     sendBack({ type: 'file.failed', error: asFerryError(err) });
   };
 
-  input.store.begin({ name: input.offer.name, size: input.offer.size }).then(
+  const { name, size, key } = input.offer;
+  input.store.begin(key === undefined ? { name, size } : { name, size, key }).then(
     (opened) => {
       if (stopped) {
         void opened.abort();

@@ -17,6 +17,8 @@ export interface FileSourceOptions {
   onProgress(sent: number): void;
   /** `native` wraps chunks in DATA frames and ends with UPLOAD_END; `raw` sends the bytes alone (the original format). */
   framing?: 'native' | 'raw';
+  /** Resume: the server already has this many bytes. They are read and hashed here, not sent. */
+  offset?: number;
 }
 
 const CHUNK = 256 * 1024;
@@ -31,11 +33,25 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
   const { transport, signal, rateLimit } = opts;
   const hash = createHash('sha256');
   const chunkSize = rateLimit ? Math.max(1024, Math.min(CHUNK, Math.floor(rateLimit / 20))) : CHUNK;
-  const stream = fs.createReadStream(opts.path, { highWaterMark: chunkSize });
+  const offset = opts.offset ?? 0;
   const started = performance.now();
   const raw = opts.framing === 'raw';
-  let sent = 0;
+  let sent = offset;
+  let stream: fs.ReadStream | undefined;
   try {
+    if (offset > 0) {
+      // The SHA-256 covers the whole file, so the part the server already has is hashed too.
+      const prefix = fs.createReadStream(opts.path, { start: 0, end: offset - 1, highWaterMark: CHUNK });
+      let read = 0;
+      for await (const chunk of prefix as AsyncIterable<Buffer>) {
+        if (signal.aborted) throw signal.reason;
+        hash.update(chunk);
+        read += chunk.length;
+      }
+      if (read !== offset) throw new FerryError('E_LOCAL_FILE', `${opts.path} is shorter than the part already sent; send it again once it stops changing.`);
+      opts.onProgress(sent);
+    }
+    stream = fs.createReadStream(opts.path, { start: offset, highWaterMark: chunkSize });
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       if (signal.aborted) throw signal.reason;
       if (sent + chunk.length > opts.size) {
@@ -54,13 +70,13 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
       sent += chunk.length;
       opts.onProgress(sent);
       if (!more) await writable(transport, signal);
-      if (rateLimit) await pace(started + (sent / rateLimit) * 1000, signal);
+      if (rateLimit) await pace(started + ((sent - offset) / rateLimit) * 1000, signal);
     }
   } catch (err) {
     if (err instanceof FerryError || signal.aborted) throw err;
     throw new FerryError('E_LOCAL_FILE', `${opts.path} could not be read (${(err as Error).message}).`, { cause: err });
   } finally {
-    stream.destroy();
+    stream?.destroy();
   }
   if (sent !== opts.size) {
     throw new FerryError('E_LOCAL_FILE', `${opts.path} changed size while it was being sent; send it again once it stops changing.`);

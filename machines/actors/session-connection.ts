@@ -40,6 +40,12 @@ export interface SessionConnectionInput {
   codecs: CodecFactory;
   /** Stop reading while this many reply bytes wait to be sent (a client that does not read its acks). */
   maxPendingReplyBytes?: number;
+  /**
+   * Native clients are pinged this often and dropped after two silent intervals (time spent not
+   * reading, because of our own backpressure, does not count). 0 turns it off. The original format
+   * has no pings, so its connections are never dropped for silence.
+   */
+  heartbeatMs?: number;
 }
 
 /** Events the connection sends to its session. Tokens are passed on as they are. */
@@ -123,6 +129,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
 
     const onData = (chunk: Buffer) => {
       if (failed || chunk.length === 0) return;
+      heard = true;
       if (!codec) {
         const format = detectFormat(chunk[0]!);
         const made = format === undefined
@@ -131,6 +138,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
         if (made instanceof FerryError) return fail(made);
         codec = made;
         push([{ type: 'format', format: format! }]);
+        if (format === 'native') startHeartbeat();
       }
       let tokens: ServerToken[];
       try {
@@ -142,6 +150,26 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
     };
 
     let lastError: Error | undefined;
+    let heartbeat: ReturnType<typeof setInterval> | undefined;
+    let heard = false;
+    let silentBeats = 0;
+    const startHeartbeat = () => {
+      const every = input.heartbeatMs ?? 0;
+      if (every <= 0) return;
+      heartbeat = setInterval(() => {
+        if (heard || !reading()) {
+          heard = false;
+          silentBeats = 0;
+        } else if (++silentBeats >= 2) {
+          clearInterval(heartbeat);
+          lastError = new FerryError('E_TIMEOUT', `The client went silent for ${Math.round((2 * every) / 1000)} s.`);
+          transport.destroy();
+          return;
+        }
+        write({ type: 'ping' });
+      }, every);
+      heartbeat.unref?.();
+    };
     const onEnd = () => {
       if (failed) return;
       push([{ type: 'peer-ended', clean: codec === undefined || codec.decoder.idle }]);
@@ -207,6 +235,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
 
     return () => {
       stopped = true;
+      clearInterval(heartbeat);
       transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);
       transport.off('close', onClose);
       // The socket may still report a late reset while it flushes; it must never become an uncaught error.

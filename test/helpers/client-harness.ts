@@ -3,6 +3,7 @@
  * server: it reads the client's frames with a ServerDecoder and answers with native replies.
  */
 import { createActor, SimulatedClock, waitFor, type Actor, type InspectionEvent, type SnapshotFrom, type StateValue } from 'xstate';
+import { ResumeBook } from '../../media/resume-book.js';
 import { clientMachine, type ClientEmitted, type RetryPolicy } from '../../machines/client.machine.js';
 import { memoryPair, type MemoryTransport } from '../../transport/memory-transport.js';
 import { ServerDecoder, nativeReplies } from '../../transport/native-codec.js';
@@ -139,6 +140,8 @@ export function refused(): Error {
 export interface ClientHarnessOptions {
   retry?: Partial<RetryPolicy>;
   handshakeMs?: number;
+  /** Heartbeat interval; off unless a test sets it. */
+  heartbeatMs?: number;
   maxQueued?: number;
   /** Drive the retry timer with a simulated clock instead of the real one. */
   simulated?: boolean;
@@ -161,6 +164,9 @@ export class ClientHarness {
         retry: { initialMs: 5, maxMs: 20, forMs: undefined, ...opts.retry },
         handshakeMs: opts.handshakeMs ?? 10_000,
         ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
+        book: new ResumeBook(),
+        server: 'memory',
+        heartbeatMs: opts.heartbeatMs ?? 0,
       },
       ...(opts.simulated ? { clock: this.clock } : {}),
       inspect: (ev: InspectionEvent) => {

@@ -4,6 +4,7 @@
  * the media step, the handshake timer) are put under the test's control.
  */
 import { pino } from 'pino';
+import { MessageJournal } from '../../media/message-journal.js';
 import { createActor, fromPromise, SimulatedClock, waitFor, type Actor, type InspectionEvent, type SnapshotFrom, type StateValue } from 'xstate';
 import { sessionMachine, type MediaOutcome, type MediaRequest, type SessionEmitted } from '../../machines/session.machine.js';
 import { nativeOnly } from '../../machines/actors/session-connection.js';
@@ -87,6 +88,10 @@ export class ControlledFile implements IncomingFile {
 
   get size(): number {
     return this.real.size;
+  }
+
+  get resumedFrom(): number {
+    return this.real.resumedFrom;
   }
 
   get received(): number {
@@ -192,6 +197,8 @@ export class ControlledDispatch {
 }
 
 export interface SessionHarnessOptions {
+  /** The record of handled messages; a fresh in-memory one by default. */
+  journal?: MessageJournal;
   handshakeMs?: number;
   /** Hand the session the bare UploadStore instead of the controlled wrapper. */
   rawStore?: boolean;
@@ -247,6 +254,7 @@ export class SessionHarness {
         timeouts: { handshakeMs: opts.handshakeMs ?? 10_000 },
         agent: 'test',
         media: { enabled: false, apps: defaultMediaApps(), perMinute: 10, ...opts.media },
+        journal: opts.journal ?? new MessageJournal(),
       },
       ...(opts.realClock ? {} : { clock: this.clock }),
       inspect: (ev: InspectionEvent) => {

@@ -1,0 +1,97 @@
+import fs from 'node:fs';
+import path from 'node:path';
+
+interface ClientRecord {
+  /** The highest message id handled for this client; its ids only ever grow. */
+  high: number;
+  seenAt: number;
+}
+
+export interface MessageJournalOptions {
+  /** The journal file; without one the record lasts as long as the process. */
+  file?: string;
+  /** Forget clients not heard from for this long (they can no longer resend). Default 24 h. */
+  retentionMs?: number;
+  /** Rewrite the file compactly once it has this many lines. Default 10,000. */
+  compactAfter?: number;
+}
+
+/**
+ * Which messages the server has already handled, per client, so a message resent after a
+ * reconnect is acknowledged again but not handled twice. A client numbers its messages in the
+ * order it sends them and resends in that order, so the highest id handled is the whole record.
+ * Each record is appended before the acknowledgement goes out: a server killed with SIGKILL
+ * still knows it after a restart (the kernel has the write). The file is rewritten, one line per
+ * client still within the retention, whenever it grows long.
+ */
+export class MessageJournal {
+  readonly #file: string | undefined;
+  readonly #retentionMs: number;
+  readonly #compactAfter: number;
+  readonly #clients = new Map<string, ClientRecord>();
+  #fd: number | undefined;
+  #lines = 0;
+
+  constructor(options: MessageJournalOptions = {}) {
+    this.#file = options.file;
+    this.#retentionMs = options.retentionMs ?? 24 * 3600_000;
+    this.#compactAfter = options.compactAfter ?? 10_000;
+  }
+
+  /** Loads the journal (creating its folder) and opens it for appending. */
+  open(): void {
+    if (!this.#file || this.#fd !== undefined) return;
+    fs.mkdirSync(path.dirname(this.#file), { recursive: true });
+    let text = '';
+    try {
+      text = fs.readFileSync(this.#file, 'utf8');
+    } catch {
+      // No journal yet.
+    }
+    for (const line of text.split('\n')) {
+      const [clientId, id, at] = line.split(' ');
+      const high = Number(id);
+      const seenAt = Number(at);
+      if (!clientId || !Number.isSafeInteger(high) || !Number.isFinite(seenAt)) continue;
+      const known = this.#clients.get(clientId);
+      if (!known || known.high < high) this.#clients.set(clientId, { high, seenAt });
+      this.#lines++;
+    }
+    this.#compact();
+  }
+
+  /** True when this client's message was handled already. */
+  seen(clientId: string, id: number): boolean {
+    const known = this.#clients.get(clientId);
+    return known !== undefined && id <= known.high;
+  }
+
+  /** Records a handled message; call before acknowledging it. */
+  record(clientId: string, id: number): void {
+    const now = Date.now();
+    const known = this.#clients.get(clientId);
+    if (!known || known.high < id) this.#clients.set(clientId, { high: id, seenAt: now });
+    if (this.#fd === undefined) return;
+    fs.writeSync(this.#fd, `${clientId} ${id} ${now}\n`);
+    if (++this.#lines >= this.#compactAfter) this.#compact();
+  }
+
+  close(): void {
+    if (this.#fd !== undefined) fs.closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+
+  /** Rewrites the journal with one line per client still within the retention. */
+  #compact(): void {
+    if (!this.#file) return;
+    const now = Date.now();
+    for (const [clientId, record] of this.#clients) if (now - record.seenAt > this.#retentionMs) this.#clients.delete(clientId);
+    const lines = [...this.#clients].map(([clientId, r]) => `${clientId} ${r.high} ${r.seenAt}\n`).join('');
+    const temp = `${this.#file}.tmp`;
+    fs.writeFileSync(temp, lines);
+    if (this.#fd !== undefined) fs.closeSync(this.#fd);
+    fs.renameSync(temp, this.#file);
+    this.#fd = fs.openSync(this.#file, 'a');
+    this.#lines = this.#clients.size;
+  }
+}
