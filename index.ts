@@ -25,10 +25,11 @@ import { nativeAndLegacy, nativeOnly, type CodecFactory } from './machines/actor
 import { UploadStore } from './media/upload-store.js';
 import { defaultMediaApps, type MediaApps } from './media/launcher.js';
 import { ResumeBook } from './media/resume-book.js';
+import { AuthThrottle, isLoopback } from './transport/auth.js';
 import { MessageJournal } from './media/message-journal.js';
 import { FerryError } from './transport/errors.js';
 import { DEFAULT_LIMITS, type OpenResultInfo } from './transport/frames.js';
-import { dialNet } from './transport/net-transport.js';
+import { dialNet, dialTls } from './transport/net-transport.js';
 import type { Dialer } from './transport/transport.js';
 
 export { FerryError, ProtocolError, ErrorCodes, type ErrorCode } from './transport/errors.js';
@@ -77,6 +78,16 @@ export interface ServerOptions {
   heartbeatMs?: number;
   /** Partial uploads untouched for this long are deleted (at start and hourly). Default 24 h. */
   partialTtlMs?: number;
+  /** Clients must prove they hold this token (HMAC challenge and response; it never crosses the wire). */
+  token?: string;
+  /** With a token, still accept the original format (which cannot authenticate). Default false. */
+  allowLegacy?: boolean;
+  /** Listen beyond loopback without a token, knowingly. Default false: such a server refuses to start. */
+  insecure?: boolean;
+  /** Serve TLS with this PEM certificate chain and key. */
+  tls?: { cert: Buffer | string; key: Buffer | string };
+  /** Connections beyond this many are closed at once. Default 1000. */
+  maxConnections?: number;
 }
 
 export interface FerryServer {
@@ -91,7 +102,10 @@ export interface FerryServer {
 /** Creates a ferry server. Nothing listens until `listen()`. */
 export function createServer(options: ServerOptions = {}): FerryServer {
   const limits = { maxMessage: options.maxMessage ?? DEFAULT_LIMITS.maxMessage, maxFrame: options.maxFrame ?? DEFAULT_LIMITS.maxFrame };
-  const codecs: CodecFactory = options.legacy === false ? nativeOnly : nativeAndLegacy(options.maxFileSize);
+  const legacyAllowed = options.legacy !== false && (options.token === undefined || options.allowLegacy === true);
+  const codecs: CodecFactory = legacyAllowed ? nativeAndLegacy(options.maxFileSize) : nativeOnly;
+  const throttle = new AuthThrottle();
+  const host = options.host ?? DEFAULT_HOST;
   const store = new UploadStore({
     root: path.resolve(options.uploadDir ?? 'upload'),
     ...(options.maxFileSize !== undefined ? { maxFileSize: options.maxFileSize } : {}),
@@ -104,9 +118,12 @@ export function createServer(options: ServerOptions = {}): FerryServer {
     id: 'server',
     ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
-      host: options.host ?? DEFAULT_HOST,
+      host,
       port: options.port ?? DEFAULT_PORT,
       store,
+      ...(options.token !== undefined ? { token: options.token, admission: throttle } : {}),
+      ...(options.tls ? { tls: { cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) } } : {}),
+      maxConnections: options.maxConnections ?? 1000,
       log: options.logger ?? pino({ level: 'silent' }),
       limits,
       codecs,
@@ -123,6 +140,12 @@ export function createServer(options: ServerOptions = {}): FerryServer {
     actor,
     listen() {
       listening ??= (async () => {
+        if (!isLoopback(host) && options.token === undefined && options.insecure !== true) {
+          throw new FerryError(
+            'E_INSECURE',
+            `Listening on ${host} would let anyone on the network send files${options.open ? ' and open apps' : ''}; set a token with --token (or FERRY_TOKEN), or pass --insecure to accept the risk.`,
+          );
+        }
         await store.init();
         journal.open();
         await store.expirePartials(partialTtlMs);
@@ -184,6 +207,10 @@ export interface ClientOptions {
   heartbeatMs?: number;
   /** Receives XState inspection events of the client's actors (e.g. for the Stately inspector). */
   inspect?: (event: InspectionEvent) => void;
+  /** The server's token, answered to its challenge (it never crosses the wire). */
+  token?: string;
+  /** Connect with TLS: `true` trusts the system's CAs; `{ ca }` trusts this PEM CA instead. The host name is verified. */
+  tls?: boolean | { ca: Buffer | string };
 }
 
 export interface UploadOptions {
@@ -235,7 +262,17 @@ type Settle = { resolve(value: unknown): void; reject(error: Error): void; onPro
 export function createClient(options: ClientOptions = {}): FerryClient {
   const host = options.host ?? DEFAULT_HOST;
   const port = options.port ?? DEFAULT_PORT;
-  const dial: Dialer = options.dial ?? ((signal) => dialNet({ host, port, signal, timeoutMs: 10_000 }));
+  const tlsOptions = options.tls;
+  const dial: Dialer =
+    options.dial ??
+    (tlsOptions
+      ? (signal) =>
+          dialTls({ host, port, signal, timeoutMs: 10_000, ...(typeof tlsOptions === 'object' ? { ca: tlsOptions.ca } : {}) }).catch((err: NodeJS.ErrnoException) => {
+            // A plain server drops a TLS hello without a word.
+            if (err.code === 'ECONNRESET') throw new FerryError('E_TLS', 'The server closed the connection during the TLS handshake; it may not use TLS (leave out --tls and --tls-ca).', { cause: err });
+            throw err;
+          })
+      : (signal) => dialNet({ host, port, signal, timeoutMs: 10_000 }));
   const machine = options.legacy ? clientMachine.provide({ actors: { link: legacyLink } }) : clientMachine;
   const actor = createActor(machine, {
     id: 'client',
@@ -250,6 +287,7 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       book: new ResumeBook(options.stateDir ? path.join(options.stateDir, 'uploads.json') : undefined),
       server: `${host}:${port}`,
       heartbeatMs: options.heartbeatMs ?? 10_000,
+      ...(options.token !== undefined ? { token: options.token } : {}),
     },
   });
   const pending = new Map<number, Settle>();

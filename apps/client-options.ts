@@ -2,7 +2,9 @@ import { Option, type Command } from 'commander';
 import { createClient, DEFAULT_HOST, DEFAULT_PORT, type FerryClient } from '../index.js';
 import { parseDuration, parseDurationOrZero, parsePort } from './units.js';
 import { defaultStateDir } from '../media/resume-book.js';
+import fs from 'node:fs';
 import { startInspection } from './inspect.js';
+import { UsageError } from './settings.js';
 
 export interface CommonClientOptions {
   host: string;
@@ -15,6 +17,9 @@ export interface CommonClientOptions {
   inspect?: string | true;
   heartbeat: number;
   stateDir: string;
+  token?: string;
+  tls?: boolean;
+  tlsCa?: string;
 }
 
 /** The flags every client command shares. */
@@ -26,6 +31,9 @@ export function addClientOptions(command: Command, retryForDefault: string | und
     .option('--legacy', 'speak the original tool\u2019s format to an original server')
     .addOption(new Option('--heartbeat <duration>', 'ping the server this often; reconnect after two silent intervals (0 = never)').env('FERRY_HEARTBEAT').argParser(parseDurationOrZero).default(10_000, '10s'))
     .addOption(new Option('--state-dir <dir>', 'where unfinished uploads are remembered, so a new run resumes them').env('FERRY_STATE_DIR').default(defaultStateDir()))
+    .addOption(new Option('--token <token>', 'the server\u2019s token (answered to its challenge; never sent)').env('FERRY_TOKEN'))
+    .addOption(new Option('--tls', 'connect with TLS, trusting the system\u2019s certificate authorities').env('FERRY_TLS'))
+    .addOption(new Option('--tls-ca <file>', 'connect with TLS, trusting this PEM certificate authority').env('FERRY_TLS_CA'))
     .option('--inspect [url]', 'stream the client\u2019s state machines to a ws:// inspector, or start a local inspector page')
     .addOption(new Option('--retry-initial <duration>', 'first delay before reconnecting').argParser(parseDuration).default(250, '250ms'))
     .addOption(new Option('--retry-max <duration>', 'longest delay between attempts').argParser(parseDuration).default(5_000, '5s'));
@@ -43,7 +51,15 @@ export interface OpenedClient {
 
 /** Builds a library client from the shared flags; says once on stderr when it waits for the server. */
 export async function openClient(options: CommonClientOptions, extra: { rateLimit?: number; quietWaiting?: boolean } = {}): Promise<OpenedClient> {
-  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect);
+  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect, options.token ? [options.token] : []);
+  let ca: Buffer | undefined;
+  if (options.tlsCa) {
+    try {
+      ca = fs.readFileSync(options.tlsCa);
+    } catch (err) {
+      throw new UsageError(`--tls-ca ${options.tlsCa} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}).`);
+    }
+  }
   if (inspection) process.stderr.write(`${inspection.description}\n`);
   const client = createClient({
     host: options.host,
@@ -55,6 +71,8 @@ export async function openClient(options: CommonClientOptions, extra: { rateLimi
     ...(options.legacy ? { legacy: true } : {}),
     heartbeatMs: options.heartbeat,
     stateDir: options.stateDir,
+    ...(options.token ? { token: options.token } : {}),
+    ...(ca ? { tls: { ca } } : options.tls ? { tls: true } : {}),
     ...(inspection ? { inspect: inspection.inspect } : {}),
   });
   if (!extra.quietWaiting) {

@@ -9,6 +9,8 @@ export function createLogger(level: string, destination: NodeJS.WritableStream &
   const debugging = level === 'debug' || level === 'trace';
   const options = {
     level,
+    // Nothing secret belongs in a log line; should a token ever be attached to one, it is blanked.
+    redact: { paths: ['token', '*.token', 'options.token', 'mac'], censor: '[redacted]' },
     serializers: {
       err: (err: Error & { code?: string }) => (debugging ? pino.stdSerializers.err(err) : { type: err.name, code: err.code, message: err.message }),
     },

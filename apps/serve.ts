@@ -3,7 +3,8 @@ import { Option, type Command } from 'commander';
 import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
 import { createLogger } from './logger.js';
 import { startInspection } from './inspect.js';
-import { applyConfigFile } from './settings.js';
+import fs from 'node:fs';
+import { applyConfigFile, UsageError } from './settings.js';
 import { formatBytes, parseCount, parseDuration, parseDurationOrZero, parsePort, parseSize } from './units.js';
 
 interface ServeOptions {
@@ -25,6 +26,12 @@ interface ServeOptions {
   inspect?: string | true;
   heartbeat: number;
   partialTtl: number;
+  token?: string;
+  allowLegacy?: boolean;
+  insecure?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  maxConnections: number;
 }
 
 export function registerServe(program: Command): void {
@@ -48,6 +55,12 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--opens-per-minute <n>', 'apps one connection may launch per minute').env('FERRY_OPENS_PER_MINUTE').argParser(parseCount).default(10))
     .addOption(new Option('--heartbeat <duration>', 'ping clients this often; drop those silent for two intervals (0 = never)').env('FERRY_HEARTBEAT').argParser(parseDurationOrZero).default(10_000, '10s'))
     .addOption(new Option('--partial-ttl <duration>', 'delete partial uploads untouched this long').env('FERRY_PARTIAL_TTL').argParser(parseDuration).default(24 * 3600_000, '24h'))
+    .addOption(new Option('--token <token>', 'clients must prove they hold this token (it never crosses the wire)').env('FERRY_TOKEN'))
+    .addOption(new Option('--allow-legacy', 'with a token, still accept the original tool\u2019s clients (which cannot authenticate)').env('FERRY_ALLOW_LEGACY'))
+    .addOption(new Option('--insecure', 'listen beyond loopback without a token, accepting the risk').env('FERRY_INSECURE'))
+    .addOption(new Option('--tls-cert <file>', 'serve TLS with this PEM certificate (chain)').env('FERRY_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'the PEM private key for --tls-cert').env('FERRY_TLS_KEY'))
+    .addOption(new Option('--max-connections <n>', 'close new connections beyond this many').env('FERRY_MAX_CONNECTIONS').argParser(parseCount).default(1000))
     .addOption(new Option('--inspect [url]', 'stream the server\u2019s and every session\u2019s state machines to a ws:// inspector, or start a local inspector page'))
     .addOption(new Option('--no-legacy', 'refuse clients of the original tool (they are recognised from their first bytes)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -61,6 +74,7 @@ export function registerServe(program: Command): void {
         opensPerMinute: parseCount,
         heartbeat: parseDurationOrZero,
         partialTtl: parseDuration,
+        maxConnections: parseCount,
       });
       await serve(cmd.opts<ServeOptions>());
     });
@@ -69,7 +83,9 @@ export function registerServe(program: Command): void {
     `
 Environment: FERRY_HOST, FERRY_PORT, FERRY_UPLOAD_DIR, FERRY_CONFIG, FERRY_MAX_MESSAGE, FERRY_MAX_FILE_SIZE,
 FERRY_HANDSHAKE_TIMEOUT, FERRY_GRACE, FERRY_OPEN, FERRY_IMAGE_APP, FERRY_AUDIO_APP, FERRY_VIDEO_APP,
-FERRY_OPENS_PER_MINUTE, FERRY_HEARTBEAT, FERRY_PARTIAL_TTL, LOG_LEVEL. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
+FERRY_OPENS_PER_MINUTE, FERRY_HEARTBEAT, FERRY_PARTIAL_TTL, FERRY_TOKEN, FERRY_ALLOW_LEGACY, FERRY_INSECURE,
+FERRY_TLS_CERT, FERRY_TLS_KEY, FERRY_MAX_CONNECTIONS, LOG_LEVEL. A server that listens beyond loopback
+(e.g. --host 0.0.0.0) needs --token, or --insecure to accept the risk. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
 Logs go to stdout: JSON lines, or pretty on a terminal.
 
 Opening media: with --open, a client may ask for a file it sent (or one stored earlier) to be opened.
@@ -83,7 +99,11 @@ xdg-open (Linux), open (macOS), Paint and Windows Media Player (Windows). Exampl
 
 async function serve(options: ServeOptions): Promise<void> {
   const log = createLogger(options.logLevel);
-  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect);
+  if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
+    throw new UsageError('TLS needs both --tls-cert and --tls-key.');
+  }
+  const tls = options.tlsCert && options.tlsKey ? { cert: readPem(options.tlsCert, '--tls-cert'), key: readPem(options.tlsKey, '--tls-key') } : undefined;
+  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect, options.token ? [options.token] : []);
   if (inspection) log.info({ event: 'inspecting', url: inspection.url }, inspection.description);
   const uploadDir = path.resolve(options.uploadDir);
   const server = createServer({
@@ -105,6 +125,11 @@ async function serve(options: ServeOptions): Promise<void> {
     opensPerMinute: options.opensPerMinute,
     heartbeatMs: options.heartbeat,
     partialTtlMs: options.partialTtl,
+    ...(options.token ? { token: options.token } : {}),
+    allowLegacy: options.allowLegacy === true,
+    insecure: options.insecure === true,
+    ...(tls ? { tls } : {}),
+    maxConnections: options.maxConnections,
     ...(inspection ? { inspect: inspection.inspect } : {}),
   });
   let stopping = false;
@@ -125,7 +150,23 @@ async function serve(options: ServeOptions): Promise<void> {
 
   const address = await server.listen();
   log.info(
-    { event: 'ready', uploadDir, maxMessage: options.maxMessage, maxFileSize: options.maxFileSize ?? 'free space' },
+    {
+      event: 'ready',
+      uploadDir,
+      maxMessage: options.maxMessage,
+      maxFileSize: options.maxFileSize ?? 'free space',
+      auth: options.token ? 'token' : 'none',
+      tls: tls !== undefined,
+      open: options.open === true,
+    },
     `ferry is listening on ${address.host}:${address.port}; files go to ${uploadDir}; messages up to ${formatBytes(options.maxMessage)}`,
   );
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`${flag} ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}).`);
+  }
 }

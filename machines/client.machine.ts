@@ -29,6 +29,8 @@ export interface ClientMachineInput {
   server: string;
   /** Heartbeat interval; 0 turns heartbeats off. */
   heartbeatMs: number;
+  /** The server's token, when it asks for one. */
+  token?: string;
 }
 
 export type MessageJob = { kind: 'message'; id: number; text: string };
@@ -48,6 +50,7 @@ export interface ClientContext {
   book: ResumeBook;
   server: string;
   heartbeatMs: number;
+  token: string | undefined;
   /** Waiting to be sent, in the order they were handed over. */
   queue: Job[];
   /** Sent and not yet answered; sent again, in order, after a reconnect. */
@@ -85,6 +88,9 @@ export type ClientEmitted =
 
 /** Errors that no amount of retrying will fix. */
 const FATAL: ReadonlySet<string> = new Set([
+  'E_AUTH_REQUIRED',
+  'E_AUTH_FAILED',
+  'E_TLS',
   'E_BAD_PREAMBLE',
   'E_UNSUPPORTED_VERSION',
   'E_UNKNOWN_FRAME',
@@ -301,6 +307,7 @@ export const clientMachine = setup({
     book: input.book,
     server: input.server,
     heartbeatMs: input.heartbeatMs,
+    token: input.token,
     queue: [],
     inflight: [],
     current: undefined,
@@ -325,6 +332,7 @@ export const clientMachine = setup({
           book: context.book,
           server: context.server,
           heartbeatMs: context.heartbeatMs,
+          ...(context.token !== undefined ? { token: context.token } : {}),
           ...(context.rateLimit ? { rateLimit: context.rateLimit } : {}),
         }),
       },

@@ -2,7 +2,7 @@ import { assign, emit, enqueueActions, sendTo, setup, stopChild } from 'xstate';
 import type { Logger } from 'pino';
 import type { Limits } from '../transport/frames.js';
 import type { Transport } from '../transport/transport.js';
-import { listener, type ListenerEvent } from './actors/listener.js';
+import { listener, type Admission, type ListenerEvent } from './actors/listener.js';
 import type { CodecFactory } from './actors/session-connection.js';
 import type { FileSink } from './actors/file-receiver.js';
 import { sessionMachine, type HandledMessages, type SessionTimeouts } from './session.machine.js';
@@ -21,6 +21,12 @@ export interface ServerMachineInput {
   graceMs: number;
   media: OpenSettings;
   journal: HandledMessages;
+  tls?: { cert: Buffer; key: Buffer };
+  maxConnections?: number;
+  /** Clients must prove they hold this token (challenge and response). */
+  token?: string;
+  /** Shuts out addresses that keep failing to authenticate. */
+  admission?: Admission & { failed(address: string): void };
 }
 
 export interface ServerContext extends ServerMachineInput {
@@ -88,9 +94,21 @@ export const serverMachine = setup({
           agent: context.agent,
           media: context.media,
           journal: context.journal,
+          ...(context.token !== undefined ? { token: context.token } : {}),
+          ...(context.admission ? { onAuthFailure: (remote: string) => context.admission!.failed(remote.replace(/:\d+$/, '').replace(/^\[|\]$/g, '')) } : {}),
         },
       });
     }),
+    logTurnedAway: ({ context, event }) => {
+      if (event.type !== 'turned-away') return;
+      const why =
+        event.reason === 'too-many'
+          ? `already ${context.maxConnections} connections`
+          : event.reason === 'shut-out'
+            ? 'too many failed authentications from this address'
+            : `TLS handshake failed (${event.detail ?? 'unknown'})`;
+      context.log.warn({ event: 'turned-away', peer: event.remote, reason: event.reason, ...(event.detail ? { detail: event.detail } : {}) }, `connection refused: ${why}`);
+    },
     refuseConnection: ({ event }) => {
       if (event.type === 'connection') event.transport.destroy();
     },
@@ -124,7 +142,17 @@ export const serverMachine = setup({
 }).createMachine({
   id: 'server',
   context: ({ input }) => ({ ...input, address: undefined, error: undefined, started: 0, active: 0 }),
-  invoke: { id: 'listener', src: 'listener', input: ({ context }) => ({ host: context.host, port: context.port }) },
+  invoke: {
+    id: 'listener',
+    src: 'listener',
+    input: ({ context }) => ({
+      host: context.host,
+      port: context.port,
+      ...(context.tls ? { tls: context.tls } : {}),
+      ...(context.maxConnections !== undefined ? { maxConnections: context.maxConnections } : {}),
+      ...(context.admission ? { admission: context.admission } : {}),
+    }),
+  },
   initial: 'starting',
   states: {
     starting: {
@@ -139,6 +167,7 @@ export const serverMachine = setup({
       description: 'Accepting connections; each one runs in its own session.',
       on: {
         connection: { actions: 'startSession' },
+        'turned-away': { actions: 'logTurnedAway' },
         'xstate.done.actor.*': { actions: 'forgetSession' },
         'listen-failed': { actions: 'assignError' },
         stop: { target: 'draining' },

@@ -7,6 +7,7 @@ import type { SessionReply } from '../transport/replies.js';
 import type { Transport } from '../transport/transport.js';
 import type { SavedFile } from '../media/upload-store.js';
 import { launchAllowed, openMedia, type OpenOutcome, type OpenSettings } from '../media/opener.js';
+import { macMatches, newNonce } from '../transport/auth.js';
 import { sessionConnection, type CodecFactory, type SessionConnectionEvent } from './actors/session-connection.js';
 import { fileReceiver, type FileReceiverEvent, type FileSink } from './actors/file-receiver.js';
 
@@ -37,6 +38,12 @@ export interface SessionInput {
   /** Whether and how received media may be opened on this machine. */
   media: OpenSettings;
   journal: HandledMessages;
+  /** When set, clients must prove they hold this token before anything else. */
+  token?: string;
+  /** How long a wrong answer waits before it is refused (slows guessing). */
+  authFailureDelayMs?: number;
+  /** Told about every wrong answer, so the server can shut out an address that keeps guessing. */
+  onAuthFailure?: (remote: string) => void;
 }
 
 /** What the media step was asked to do: open a just-saved upload, or a file stored earlier. */
@@ -59,6 +66,8 @@ export interface MediaOutcome {
 /** Opens a stored file when asked, deciding its kind from its content; never fails. */
 export async function dispatchMediaRequest(request: MediaRequest): Promise<MediaOutcome> {
   if (!request.wanted) return {};
+  // Refuse before looking anything up: a server that does not open files says nothing about which exist.
+  if (!request.settings.enabled) return { outcome: await openMedia('', request.settings, false) };
   let filePath = request.path;
   if (filePath === undefined) {
     try {
@@ -92,6 +101,11 @@ export interface SessionContext {
   openRequest: { id: number; name: string } | undefined;
   media: OpenSettings;
   journal: HandledMessages;
+  token: string | undefined;
+  /** The challenge sent to this client, while it is being authenticated. */
+  nonce: string | undefined;
+  authFailureDelayMs: number;
+  onAuthFailure: ((remote: string) => void) | undefined;
   /** The client's id from its hello; messages are deduplicated per client id. */
   clientId: string | undefined;
   /** When this session last launched apps, for the per-minute limit. */
@@ -107,7 +121,7 @@ export type SessionEmitted =
   | { type: 'file-saved'; saved: SavedFile };
 
 type TokenType = ServerToken['type'];
-const conversationTokens: TokenType[] = ['hello', 'message-header', 'message', 'upload-offer', 'data', 'upload-end', 'open-request', 'bye'];
+const conversationTokens: TokenType[] = ['hello', 'auth', 'message-header', 'message', 'upload-offer', 'data', 'upload-end', 'open-request', 'bye'];
 
 /** Transitions that refuse every conversation token a state does not expect. */
 function refuseOthers(expected: TokenType[]) {
@@ -142,9 +156,13 @@ export const sessionMachine = setup({
   },
   delays: {
     handshakeTimeout: ({ context }) => context.timeouts.handshakeMs,
+    authFailureDelay: ({ context }) => context.authFailureDelayMs,
   },
   guards: {
     isLegacy: ({ context }) => context.format === 'legacy',
+    needsToken: ({ context }) => context.token !== undefined && context.format !== 'legacy',
+    answerMatches: ({ context, event }) =>
+      event.type === 'auth' && context.token !== undefined && context.nonce !== undefined && macMatches(context.token, context.nonce, event.mac),
     isDraining: ({ context }) => context.draining,
     isUpload: ({ context }) => context.upload?.saved !== undefined,
     alreadyHandled: ({ context, event }) => event.type === 'message' && context.clientId !== undefined && context.journal.seen(context.clientId, event.id),
@@ -176,6 +194,19 @@ export const sessionMachine = setup({
       if (event.type !== 'message') return;
       context.log.debug({ event: 'duplicate-message', id: event.id }, 'message already handled; acknowledged again');
     },
+    sendChallenge: enqueueActions(({ enqueue }) => {
+      const nonce = newNonce();
+      enqueue.assign({ nonce });
+      enqueue.sendTo('connection', { type: 'reply', reply: { type: 'challenge', nonce } });
+    }),
+    logAuthFailed: ({ context }) => {
+      context.log.warn({ event: 'auth-failed' }, 'a client answered the challenge with the wrong token');
+    },
+    reportAuthFailure: ({ context }) => context.onAuthFailure?.(context.remote),
+    refuseToken: sendTo('connection', {
+      type: 'close',
+      reply: { type: 'error', error: { code: 'E_AUTH_FAILED', message: 'The token was not accepted; check --token or FERRY_TOKEN.' } },
+    }),
     assignClientId: assign({ clientId: ({ event }) => (event.type === 'hello' ? event.info.clientId : undefined) }),
     replyMessageAck: sendTo('connection', ({ event }) =>
       event.type === 'message'
@@ -301,6 +332,10 @@ export const sessionMachine = setup({
     openRequest: undefined,
     media: input.media,
     journal: input.journal,
+    token: input.token,
+    nonce: undefined,
+    authFailureDelayMs: input.authFailureDelayMs ?? 1_000,
+    onAuthFailure: input.onAuthFailure,
     clientId: undefined,
     launches: [],
     draining: false,
@@ -330,10 +365,30 @@ export const sessionMachine = setup({
       description: 'Waiting for the client to say which protocol it speaks.',
       after: { handshakeTimeout: { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] } },
       on: {
-        hello: { target: 'awaitingHeader', actions: ['assignClientId', 'logHello', 'replyWelcome'] },
+        hello: [
+          { guard: 'needsToken', target: 'authenticating', actions: ['assignClientId', 'logHello', 'sendChallenge'] },
+          { target: 'awaitingHeader', actions: ['assignClientId', 'logHello', 'replyWelcome'] },
+        ],
         shutdown: { target: 'closing', actions: 'closeQuietly' },
         ...refuseOthers(['hello']),
       },
+    },
+    authenticating: {
+      description: 'The server wants its token: a challenge went out, waiting for the answer.',
+      after: { handshakeTimeout: { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] } },
+      on: {
+        auth: [
+          { guard: 'answerMatches', target: 'awaitingHeader', actions: 'replyWelcome' },
+          { target: 'refusing', actions: ['logAuthFailed', 'reportAuthFailure'] },
+        ],
+        shutdown: { target: 'closing', actions: 'closeQuietly' },
+        ...refuseOthers(['auth']),
+      },
+    },
+    refusing: {
+      description: 'The token was wrong: waiting a moment before saying so, to slow down guessing.',
+      entry: 'pauseReading',
+      after: { authFailureDelay: { target: 'closing', actions: 'refuseToken' } },
     },
     awaitingHeader: {
       description: 'Between commands: waiting for the next message or upload to begin.',

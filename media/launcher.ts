@@ -66,7 +66,7 @@ export function launch(template: string, file: string): Promise<Launched> {
     });
     child.once('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') {
-        reject(new FerryError('E_APP_NOT_FOUND', `The app "${command.command}" is not installed or not on the PATH; point the server at another with --image-app, --audio-app or --video-app.`, { cause: err }));
+        reject(new FerryError('E_APP_NOT_FOUND', `The app "${command.command}" is not installed, not on the PATH, or its interpreter is missing; point the server at another with --image-app, --audio-app or --video-app.`, { cause: err }));
       } else {
         reject(new FerryError('E_LAUNCH_FAILED', `The app "${command.command}" could not be started (${err.code ?? err.message}).`, { cause: err }));
       }

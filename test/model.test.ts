@@ -10,6 +10,8 @@
  * each path a probe checks that the real system still works where the path left it (hidden state,
  * such as reading left paused, does not show in the graph).
  */
+import { authMac } from '../transport/auth.js';
+import { MessageJournal } from '../media/message-journal.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -112,6 +114,7 @@ function describeEvent(event: ModelEvent): string {
   const e = event as ModelEvent & { id?: number; error?: { code: string; id?: number } };
   const type = e.type.replace(/^xstate\.(after|done\.actor|error\.actor)\.([^.]+).*/, '$1:$2');
   if (e.type === 'link.down') return `${type}(${e.error!.code})`;
+  if (e.type === 'auth') return `auth(${(e as { mac?: string }).mac === WRONG_MAC ? 'wrong' : 'right'})`;
   if (e.type === 'server.error') return `${type}(#${e.error!.id})`;
   if (e.type === 'server.ack' || e.type === 'server.opened') return `${type}(#${e.id})`;
   return type;
@@ -132,6 +135,10 @@ function named(paths: AnyPath[]): (readonly [string, AnyPath])[] {
 // The session model
 
 const HANDSHAKE_MS = 1_000;
+/** The model's sessions require a token, so the walk covers authentication too. */
+const TOKEN = 'model-token';
+const AUTH_DELAY_MS = 500;
+const WRONG_MAC = '0'.repeat(64);
 const OFFER = { id: 7, name: 'model.bin', size: 4 };
 const UPLOAD_BODY = Buffer.from('abcd');
 const DISPATCH_ID = sessionMachine.root.states.dispatchingMedia!.invoke[0]!.id;
@@ -152,6 +159,9 @@ const S = {
   peerEnded: { type: 'peer-ended', clean: true },
   protocolError: { type: 'protocol-error', error: new FerryError('E_BAD_FRAME') },
   timeout: { type: 'xstate.after.handshakeTimeout.session.handshaking' },
+  authTimeout: { type: 'xstate.after.handshakeTimeout.session.authenticating' },
+  wrongAuth: { type: 'auth', mac: WRONG_MAC },
+  authDelay: { type: 'xstate.after.authFailureDelay.session.refusing' },
   fileReady: { type: 'file.ready', name: OFFER.name, offset: 0 },
   fileRefused: { type: 'file.refused', error: new FerryError('E_NO_SPACE') },
   fileSaved: { type: 'file.saved', saved: { savedAs: OFFER.name, path: '/model/model.bin', bytes: 4, sha256: sha256(UPLOAD_BODY) } },
@@ -169,6 +179,9 @@ const S = {
  */
 const sessionEvents: Record<string, readonly ModelEvent[]> = {
   handshaking: [S.shutdown, S.hello, S.ping, S.pong, S.messageHeader, S.offer, S.openRequest, S.data, S.end, S.bye, S.peerGone, S.peerEnded, S.protocolError, S.timeout],
+  // The right answer depends on the challenge's nonce, so it is added per state (see sessionTraversal).
+  authenticating: [S.wrongAuth, S.shutdown, S.hello, S.messageHeader, S.ping, S.peerGone, S.peerEnded, S.protocolError, S.authTimeout],
+  refusing: [S.authDelay],
   awaitingHeader: [S.shutdown, S.messageHeader, S.offer, S.openRequest, S.bye, S.hello, S.data, S.end, S.ping, S.pong, S.peerGone, S.peerEnded, S.protocolError],
   receivingBody: [S.message, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
   'receivingFile.opening': [S.fileReady, S.fileRefused, S.shutdown],
@@ -199,9 +212,15 @@ function sessionTraversal(events: Record<string, readonly ModelEvent[]>) {
       timeouts: { handshakeMs: HANDSHAKE_MS },
       agent: 'model',
       media: { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
+      journal: new MessageJournal(),
+      token: TOKEN,
+      authFailureDelayMs: AUTH_DELAY_MS,
     },
     serializeState: serializeSession as never,
-    events: ((s: SessionSnapshot) => events[valueString(s.value)] ?? []) as never,
+    events: ((s: SessionSnapshot) => {
+      const here = events[valueString(s.value)] ?? [];
+      return valueString(s.value) === 'authenticating' && s.context.nonce ? [{ type: 'auth', mac: authMac(TOKEN, s.context.nonce) }, ...here] : here;
+    }) as never,
   };
 }
 
@@ -231,6 +250,19 @@ class SessionDriver {
     switch (event.type) {
       case 'hello':
         return this.write(encode.hello({ version: 1, agent: 'model' }));
+      case 'auth': {
+        const mac = (event as { mac: string }).mac;
+        if (mac === WRONG_MAC) return this.write(encode.auth(WRONG_MAC));
+        // The right answer to the real session's own challenge.
+        const challenge = await h.client.tokens.skipTo((t) => t.type === 'challenge', 'the challenge');
+        return this.write(encode.auth(authMac(TOKEN, (challenge as { nonce: string }).nonce)));
+      }
+      case S.authTimeout.type:
+        h.clock.increment(HANDSHAKE_MS);
+        return;
+      case S.authDelay.type:
+        h.clock.increment(AUTH_DELAY_MS);
+        return;
       case 'ping':
         return this.write(encode.ping(Buffer.from('p')));
       case 'pong':
@@ -342,7 +374,7 @@ class SessionDriver {
 }
 
 async function replaySession(p: AnyPath, coverage: Coverage): Promise<void> {
-  const h = new SessionHarness({ handshakeMs: HANDSHAKE_MS });
+  const h = new SessionHarness({ handshakeMs: HANDSHAKE_MS, token: TOKEN, authFailureDelayMs: AUTH_DELAY_MS });
   h.dispatch.hold = true;
   const driver = new SessionDriver(h);
   try {

@@ -492,7 +492,7 @@ describe('errors', () => {
   });
 
   it('unknown frame types are E_UNKNOWN_FRAME, on the header alone', () => {
-    for (const type of [0x00, 0x07, 0x12, 0x25, 0x7f, 0xff]) {
+    for (const type of [0x00, 0x09, 0x12, 0x25, 0x7f, 0xff]) {
       expectFeedError(openServer(), frameHeader(type, 0), 'E_UNKNOWN_FRAME');
       expectFeedError(openServer(), frameHeader(type, 0xffffffff), 'E_UNKNOWN_FRAME');
       expectFeedError(openClient(), frameHeader(type, 10), 'E_UNKNOWN_FRAME');

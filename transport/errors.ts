@@ -31,6 +31,11 @@ export const ErrorCodes = {
   E_LAUNCH_FAILED: 'the app could not be started',
   E_RATE_LIMITED: 'too many files were opened in a short time',
   E_NOT_FOUND: 'there is no such file in the upload folder',
+  E_AUTH_REQUIRED: 'the server requires a token',
+  E_AUTH_FAILED: 'the token was not accepted',
+  E_TLS: 'the TLS connection could not be established',
+  E_TOO_MANY: 'the server has too many connections',
+  E_INSECURE: 'the server would be reachable from the network without a token',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

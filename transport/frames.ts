@@ -18,6 +18,8 @@ export const FrameType = {
   ERROR: 0x04,
   PING: 0x05,
   PONG: 0x06,
+  CHALLENGE: 0x07,
+  AUTH: 0x08,
   MESSAGE: 0x10,
   MESSAGE_ACK: 0x11,
   UPLOAD_OFFER: 0x20,
@@ -108,6 +110,7 @@ export type ServerToken =
   | { type: 'data'; chunk: Buffer }
   | { type: 'upload-end'; id: number; sha256?: string }
   | { type: 'open-request'; id: number; name: string }
+  | { type: 'auth'; mac: string }
   | { type: 'ping'; payload: Buffer }
   | { type: 'pong'; payload: Buffer }
   | { type: 'bye' };
@@ -119,6 +122,7 @@ export type ClientToken =
   | { type: 'upload-accept'; id: number; offset: number }
   | { type: 'upload-done'; result: UploadResultInfo }
   | { type: 'open-result'; id: number; result: OpenResultInfo }
+  | { type: 'challenge'; nonce: string }
   | { type: 'error'; error: ErrorInfo }
   | { type: 'ping'; payload: Buffer }
   | { type: 'pong'; payload: Buffer }

@@ -228,6 +228,7 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
       case FrameType.UPLOAD_OFFER:
       case FrameType.UPLOAD_END:
       case FrameType.OPEN:
+      case FrameType.AUTH:
         return this.limits.maxFrame;
       default:
         throw unknownFrame(type);
@@ -282,6 +283,11 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
         if (typeof json.key === 'string') offer.key = json.key;
         return { type: 'upload-offer', offer };
       }
+      case FrameType.AUTH: {
+        const json = parseJson(payload, 'auth');
+        if (typeof json.mac !== 'string' || !/^[0-9a-f]{64}$/.test(json.mac)) throw badFrame('auth');
+        return { type: 'auth', mac: json.mac };
+      }
       case FrameType.OPEN: {
         const json = parseJson(payload, 'open');
         if (!isCount(json.id) || typeof json.name !== 'string') throw badFrame('open');
@@ -316,6 +322,7 @@ export class ClientDecoder extends FrameDecoder<ClientToken> {
       case FrameType.UPLOAD_ACCEPT:
       case FrameType.UPLOAD_DONE:
       case FrameType.OPEN_RESULT:
+      case FrameType.CHALLENGE:
       case FrameType.ERROR:
       case FrameType.PING:
       case FrameType.PONG:
@@ -364,6 +371,11 @@ export class ClientDecoder extends FrameDecoder<ClientToken> {
         const result: UploadResultInfo = { id, savedAs, bytes, sha256 };
         if (json.opened !== undefined) result.opened = openResult(json.opened, 'upload done');
         return { type: 'upload-done', result };
+      }
+      case FrameType.CHALLENGE: {
+        const json = parseJson(payload, 'challenge');
+        if (typeof json.nonce !== 'string' || !/^[0-9a-f]{64}$/.test(json.nonce)) throw badFrame('challenge');
+        return { type: 'challenge', nonce: json.nonce };
       }
       case FrameType.OPEN_RESULT: {
         const json = parseJson(payload, 'open result');
@@ -444,6 +456,8 @@ export const encode = {
   uploadEnd: (id: number, sha256: string) => jsonFrame(FrameType.UPLOAD_END, { id, sha256 }),
   uploadDone: (result: UploadResultInfo) => jsonFrame(FrameType.UPLOAD_DONE, result),
   open: (id: number, name: string) => jsonFrame(FrameType.OPEN, { id, name }),
+  challenge: (nonce: string) => jsonFrame(FrameType.CHALLENGE, { nonce }),
+  auth: (mac: string) => jsonFrame(FrameType.AUTH, { mac }),
   openResult: (id: number, result: OpenResultInfo) => jsonFrame(FrameType.OPEN_RESULT, { id, ...result }),
 };
 
@@ -467,6 +481,8 @@ export const nativeReplies: ReplyEncoder = {
         return encode.pong(reply.payload);
       case 'ping':
         return encode.ping();
+      case 'challenge':
+        return encode.challenge(reply.nonce);
       case 'bye':
         return encode.bye();
     }

@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Transport, TransportEvent, TransportEventMap } from './transport.js';
 
 /** Options for wrapping a socket in a {@link NetTransport}. */
@@ -186,5 +187,52 @@ function timeoutError(host: string, port: number): Error {
   return Object.assign(new Error(`connect ETIMEDOUT ${host}:${port}`), {
     code: 'ETIMEDOUT',
     syscall: 'connect',
+  });
+}
+
+/** Options for {@link dialTls}. */
+export interface DialTlsOptions extends DialNetOptions {
+  /** Trust these CA certificates (PEM) instead of the system's. */
+  ca?: Buffer | string;
+}
+
+/**
+ * Connects with TLS, verifying the server's certificate and its host name against `host`, and
+ * resolves once the TLS handshake is done. Rejects with the TLS error (e.g.
+ * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`) or the socket's.
+ */
+export function dialTls(opts: DialTlsOptions): Promise<NetTransport> {
+  const { host, port, signal, timeoutMs } = opts;
+  return new Promise<NetTransport>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortError(signal));
+      return;
+    }
+    const socket = tls.connect({
+      host,
+      port,
+      ...(net.isIP(host) ? {} : { servername: host }),
+      ...(opts.ca ? { ca: opts.ca } : {}),
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const settle = (err: Error | undefined): void => {
+      socket.off('secureConnect', onConnect);
+      socket.off('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+      if (timer !== undefined) clearTimeout(timer);
+      if (err === undefined) {
+        resolve(new NetTransport(socket, opts.noDelay === undefined ? {} : { noDelay: opts.noDelay }));
+      } else {
+        socket.destroy();
+        reject(err);
+      }
+    };
+    const onConnect = (): void => settle(undefined);
+    const onError = (err: Error): void => settle(err);
+    const onAbort = (): void => settle(abortError(signal));
+    socket.once('secureConnect', onConnect);
+    socket.once('error', onError);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (timeoutMs !== undefined) timer = setTimeout(() => settle(timeoutError(host, port)), timeoutMs);
   });
 }

@@ -14,6 +14,7 @@ export type SessionReply =
   | { type: 'error'; error: ErrorInfo }
   | { type: 'pong'; payload: Buffer }
   | { type: 'ping' }
+  | { type: 'challenge'; nonce: string }
   | { type: 'bye' };
 
 export interface ReplyEncoder {

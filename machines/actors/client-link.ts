@@ -6,6 +6,7 @@ import type { ClientToken, ErrorInfo, HelloInfo, Limits, OpenResultInfo, UploadR
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
 import type { Dialer, Transport } from '../../transport/transport.js';
 import { streamFile } from './file-source.js';
+import { authMac } from '../../transport/auth.js';
 import type { ResumeBook } from '../../media/resume-book.js';
 
 export interface ClientLinkInput {
@@ -22,6 +23,8 @@ export interface ClientLinkInput {
   server: string;
   /** Ping the server this often; two silent intervals mean it is gone. 0 turns heartbeats off. */
   heartbeatMs: number;
+  /** Answers the server's challenge when it asks for a token. */
+  token?: string;
 }
 
 export type ClientLinkEvent =
@@ -61,6 +64,16 @@ export function describeNetworkError(err: unknown): FerryError {
     case 'ECONNRESET':
     case 'EPIPE':
       return new FerryError('E_CONNECTION_LOST', 'The server closed the connection unexpectedly.', { cause: err });
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'CERT_HAS_EXPIRED':
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return new FerryError('E_TLS', `The server's certificate is not trusted (${code}); pass --tls-ca with the certificate of the authority that signed it.`, { cause: err });
+    case 'EPROTO':
+    case 'ERR_SSL_WRONG_VERSION_NUMBER':
+      return new FerryError('E_TLS', 'The server does not speak TLS; leave out --tls and --tls-ca.', { cause: err });
     default:
       return new FerryError('E_CONNECTION_LOST', `The connection failed (${message}).`, { cause: err });
   }
@@ -145,6 +158,13 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
           uploadKeys.delete(token.error.id);
         }
         return sendBack({ type: 'server.error', error: token.error });
+      case 'challenge':
+        if (input.token === undefined) {
+          fatal = new FerryError('E_AUTH_REQUIRED', 'The server requires a token; pass --token or set FERRY_TOKEN.');
+          return goDown(fatal);
+        }
+        transport?.write(encode.auth(authMac(input.token, token.nonce)));
+        return;
       case 'ping':
         transport?.write(encode.pong(token.payload));
         return;
@@ -178,9 +198,12 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       try {
         tokens = decoder.feed(chunk);
       } catch (err) {
-        const error = err instanceof ProtocolError && err.code === 'E_BAD_PREAMBLE'
-          ? new ProtocolError('E_BAD_PREAMBLE', 'The server does not speak the ferry protocol; if it is the original tool, add --legacy.')
-          : describeNetworkError(err);
+        const error =
+          err instanceof ProtocolError && err.code === 'E_BAD_PREAMBLE'
+            ? chunk[0] === 0x15 || chunk[0] === 0x16
+              ? new FerryError('E_TLS', 'The server speaks TLS; add --tls (or --tls-ca).')
+              : new ProtocolError('E_BAD_PREAMBLE', 'The server does not speak the ferry protocol; if it is the original tool, add --legacy.')
+            : describeNetworkError(err);
         fatal = error;
         return goDown(error);
       }
@@ -191,7 +214,14 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     });
     t.on('error', (err) => goDown(describeNetworkError(err)));
     t.on('end', () => t.end());
-    t.on('close', () => goDown(new FerryError('E_CONNECTION_LOST', up ? 'The server closed the connection.' : 'The server closed the connection during the handshake.')));
+    t.on('close', () =>
+      goDown(
+        new FerryError(
+          'E_CONNECTION_LOST',
+          up ? 'The server closed the connection.' : 'The server closed the connection during the handshake (if it uses TLS, add --tls or --tls-ca).',
+        ),
+      ),
+    );
     t.cork();
     t.write(preamble());
     t.write(encode.hello(input.hello));

@@ -1,28 +1,67 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { fromCallback } from 'xstate';
 import { NetTransport } from '../../transport/net-transport.js';
 import type { Transport } from '../../transport/transport.js';
 
+/** Who may connect: the server shuts out addresses that keep failing to authenticate. */
+export interface Admission {
+  admit(address: string): boolean;
+}
+
 export interface ListenerInput {
   host: string;
   port: number;
+  /** Serve TLS with this certificate chain and key (PEM). */
+  tls?: { cert: Buffer; key: Buffer };
+  /** Connections beyond this many are closed at once; the ones already open keep working. */
+  maxConnections?: number;
+  admission?: Admission;
 }
 
 export type ListenerEvent =
   | { type: 'listening'; host: string; port: number }
   | { type: 'listen-failed'; error: Error }
-  | { type: 'connection'; transport: Transport };
+  | { type: 'connection'; transport: Transport }
+  | { type: 'turned-away'; remote: string; reason: 'too-many' | 'shut-out' | 'tls-failed'; detail?: string };
 
 export type ListenerCommand = { type: 'stop-accepting' };
 
-/** Owns the listening socket: reports each accepted connection as a Transport. */
+/**
+ * Owns the listening socket (plain TCP or TLS): reports each accepted connection as a Transport,
+ * and closes at once the ones beyond the connection limit or from an address that is shut out.
+ */
 export const listener = fromCallback<ListenerCommand, ListenerInput, ListenerEvent>(({ input, sendBack, receive }) => {
-  const server = net.createServer({ noDelay: true, allowHalfOpen: true });
+  const server: net.Server = input.tls
+    ? tls.createServer({ cert: input.tls.cert, key: input.tls.key, allowHalfOpen: true, handshakeTimeout: 10_000 })
+    : net.createServer({ noDelay: true, allowHalfOpen: true });
   let open = true;
+  let connections = 0;
 
-  server.on('connection', (socket) => {
+  const accept = (socket: net.Socket) => {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (input.maxConnections !== undefined && connections >= input.maxConnections) {
+      socket.destroy();
+      sendBack({ type: 'turned-away', remote, reason: 'too-many' });
+      return;
+    }
+    if (input.admission && !input.admission.admit(socket.remoteAddress ?? '')) {
+      socket.destroy();
+      sendBack({ type: 'turned-away', remote, reason: 'shut-out' });
+      return;
+    }
+    connections++;
+    socket.once('close', () => connections--);
     sendBack({ type: 'connection', transport: new NetTransport(socket) });
-  });
+  };
+
+  server.on(input.tls ? 'secureConnection' : 'connection', accept);
+  if (input.tls) {
+    // A client that fails the TLS handshake (a plain client, an untrusted certificate) never gets a session.
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+      sendBack({ type: 'turned-away', remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: 'tls-failed', detail: err.code ?? err.message });
+    });
+  }
   server.on('error', (error) => {
     sendBack({ type: 'listen-failed', error });
   });

@@ -133,7 +133,10 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
       if (!codec) {
         const format = detectFormat(chunk[0]!);
         const made = format === undefined
-          ? new ProtocolError('E_BAD_PREAMBLE', 'The peer does not speak a protocol ferry knows; use a ferry client.')
+          ? new ProtocolError(
+              'E_BAD_PREAMBLE',
+              chunk[0] === 0x16 ? 'A TLS client connected, but this server does not use TLS (start it with --tls-cert and --tls-key).' : 'The peer does not speak a protocol ferry knows; use a ferry client.',
+            )
           : input.codecs(format, limits);
         if (made instanceof FerryError) return fail(made);
         codec = made;

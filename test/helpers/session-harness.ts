@@ -200,6 +200,9 @@ export interface SessionHarnessOptions {
   /** The record of handled messages; a fresh in-memory one by default. */
   journal?: MessageJournal;
   handshakeMs?: number;
+  /** Require this token (challenge and response) before anything else. */
+  token?: string;
+  authFailureDelayMs?: number;
   /** Hand the session the bare UploadStore instead of the controlled wrapper. */
   rawStore?: boolean;
   /** A store of the test's own instead of either. */
@@ -252,6 +255,8 @@ export class SessionHarness {
         limits: DEFAULT_LIMITS,
         codecs: nativeOnly,
         timeouts: { handshakeMs: opts.handshakeMs ?? 10_000 },
+        ...(opts.token !== undefined ? { token: opts.token } : {}),
+        ...(opts.authFailureDelayMs !== undefined ? { authFailureDelayMs: opts.authFailureDelayMs } : {}),
         agent: 'test',
         media: { enabled: false, apps: defaultMediaApps(), perMinute: 10, ...opts.media },
         journal: opts.journal ?? new MessageJournal(),
