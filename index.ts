@@ -76,6 +76,8 @@ export interface ServerOptions {
   opensPerMinute?: number;
   /** Ping native clients this often and drop those silent for two intervals. Default 10 s; 0 = off. */
   heartbeatMs?: number;
+  /** Close connections that send nothing for this long (original-format clients included). Default 10 min; 0 = off. */
+  idleTimeoutMs?: number;
   /** Partial uploads untouched for this long are deleted (at start and hourly). Default 24 h. */
   partialTtlMs?: number;
   /** Clients must prove they hold this token (HMAC challenge and response; it never crosses the wire). */
@@ -127,7 +129,11 @@ export function createServer(options: ServerOptions = {}): FerryServer {
       log: options.logger ?? pino({ level: 'silent' }),
       limits,
       codecs,
-      timeouts: { handshakeMs: options.handshakeTimeoutMs ?? 10_000, heartbeatMs: options.heartbeatMs ?? 10_000 },
+      timeouts: {
+        handshakeMs: options.handshakeTimeoutMs ?? 10_000,
+        heartbeatMs: options.heartbeatMs ?? 10_000,
+        idleMs: options.idleTimeoutMs ?? 600_000,
+      },
       journal,
       agent: AGENT,
       graceMs: options.graceMs ?? 10_000,

@@ -25,6 +25,7 @@ interface ServeOptions {
   opensPerMinute: number;
   inspect?: string | true;
   heartbeat: number;
+  idleTimeout: number;
   partialTtl: number;
   token?: string;
   allowLegacy?: boolean;
@@ -54,6 +55,7 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--video-app <cmd>', 'command that plays video, e.g. "vlc {file}"').env('FERRY_VIDEO_APP'))
     .addOption(new Option('--opens-per-minute <n>', 'apps one connection may launch per minute').env('FERRY_OPENS_PER_MINUTE').argParser(parseCount).default(10))
     .addOption(new Option('--heartbeat <duration>', 'ping clients this often; drop those silent for two intervals (0 = never)').env('FERRY_HEARTBEAT').argParser(parseDurationOrZero).default(10_000, '10s'))
+    .addOption(new Option('--idle-timeout <duration>', 'close connections that send nothing for this long (0 = never)').env('FERRY_IDLE_TIMEOUT').argParser(parseDurationOrZero).default(600_000, '10m'))
     .addOption(new Option('--partial-ttl <duration>', 'delete partial uploads untouched this long').env('FERRY_PARTIAL_TTL').argParser(parseDuration).default(24 * 3600_000, '24h'))
     .addOption(new Option('--token <token>', 'clients must prove they hold this token (it never crosses the wire)').env('FERRY_TOKEN'))
     .addOption(new Option('--allow-legacy', 'with a token, still accept the original tool\u2019s clients (which cannot authenticate)').env('FERRY_ALLOW_LEGACY'))
@@ -73,6 +75,7 @@ export function registerServe(program: Command): void {
         grace: parseDuration,
         opensPerMinute: parseCount,
         heartbeat: parseDurationOrZero,
+        idleTimeout: parseDurationOrZero,
         partialTtl: parseDuration,
         maxConnections: parseCount,
       });
@@ -83,7 +86,7 @@ export function registerServe(program: Command): void {
     `
 Environment: FERRY_HOST, FERRY_PORT, FERRY_UPLOAD_DIR, FERRY_CONFIG, FERRY_MAX_MESSAGE, FERRY_MAX_FILE_SIZE,
 FERRY_HANDSHAKE_TIMEOUT, FERRY_GRACE, FERRY_OPEN, FERRY_IMAGE_APP, FERRY_AUDIO_APP, FERRY_VIDEO_APP,
-FERRY_OPENS_PER_MINUTE, FERRY_HEARTBEAT, FERRY_PARTIAL_TTL, FERRY_TOKEN, FERRY_ALLOW_LEGACY, FERRY_INSECURE,
+FERRY_OPENS_PER_MINUTE, FERRY_HEARTBEAT, FERRY_IDLE_TIMEOUT, FERRY_PARTIAL_TTL, FERRY_TOKEN, FERRY_ALLOW_LEGACY, FERRY_INSECURE,
 FERRY_TLS_CERT, FERRY_TLS_KEY, FERRY_MAX_CONNECTIONS, LOG_LEVEL. A server that listens beyond loopback
 (e.g. --host 0.0.0.0) needs --token, or --insecure to accept the risk. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
 Logs go to stdout: JSON lines, or pretty on a terminal.
@@ -124,6 +127,7 @@ async function serve(options: ServeOptions): Promise<void> {
     },
     opensPerMinute: options.opensPerMinute,
     heartbeatMs: options.heartbeat,
+    idleTimeoutMs: options.idleTimeout,
     partialTtlMs: options.partialTtl,
     ...(options.token ? { token: options.token } : {}),
     allowLegacy: options.allowLegacy === true,

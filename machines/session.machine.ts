@@ -16,6 +16,8 @@ export interface SessionTimeouts {
   handshakeMs: number;
   /** Native clients silent for two of these intervals are dropped; 0 = never. */
   heartbeatMs?: number;
+  /** Any connection that sends nothing for this long is closed; 0 = never. */
+  idleMs?: number;
 }
 
 /** The record of handled messages, so a resent one is not handled twice. */
@@ -348,6 +350,7 @@ export const sessionMachine = setup({
       limits: context.limits,
       codecs: context.codecs,
       ...(context.timeouts.heartbeatMs ? { heartbeatMs: context.timeouts.heartbeatMs } : {}),
+      ...(context.timeouts.idleMs ? { idleMs: context.timeouts.idleMs } : {}),
     }),
   },
   on: {

@@ -46,6 +46,8 @@ export interface SessionConnectionInput {
    * has no pings, so its connections are never dropped for silence.
    */
   heartbeatMs?: number;
+  /** A connection that sends nothing for this long (while we are reading) is closed. 0 = never. */
+  idleMs?: number;
 }
 
 /** Events the connection sends to its session. Tokens are passed on as they are. */
@@ -130,6 +132,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
     const onData = (chunk: Buffer) => {
       if (failed || chunk.length === 0) return;
       heard = true;
+      lastData = Date.now();
       if (!codec) {
         const format = detectFormat(chunk[0]!);
         const made = format === undefined
@@ -154,6 +157,24 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
 
     let lastError: Error | undefined;
     let heartbeat: ReturnType<typeof setInterval> | undefined;
+    let lastData = Date.now();
+    const idleMs = input.idleMs ?? 0;
+    // One coarse timer per connection, not one per chunk: it looks at when data last came.
+    const idleCheck =
+      idleMs > 0
+        ? setInterval(
+            () => {
+              if (!reading()) lastData = Date.now();
+              else if (Date.now() - lastData >= idleMs) {
+                clearInterval(idleCheck);
+                lastError = new FerryError('E_TIMEOUT', `The client sent nothing for ${Math.round(idleMs / 1000)} s.`);
+                transport.destroy();
+              }
+            },
+            Math.max(250, Math.min(idleMs / 4, 30_000)),
+          )
+        : undefined;
+    idleCheck?.unref?.();
     let heard = false;
     let silentBeats = 0;
     const startHeartbeat = () => {
@@ -239,6 +260,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
     return () => {
       stopped = true;
       clearInterval(heartbeat);
+      clearInterval(idleCheck);
       transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);
       transport.off('close', onClose);
       // The socket may still report a late reset while it flushes; it must never become an uncaught error.
