@@ -134,18 +134,24 @@ export class NetTransport implements Transport {
  * error after `timeoutMs`. On rejection the socket is destroyed.
  */
 export function dialNet(opts: DialNetOptions): Promise<NetTransport> {
+  return dialWith(opts, 'connect', () => net.connect({ host: opts.host, port: opts.port, allowHalfOpen: opts.allowHalfOpen ?? false }));
+}
+
+/**
+ * Opens a socket with `open` and resolves once it emits `ready` (connect, or secureConnect for
+ * TLS). Every way out goes through one place, so no listener or timer outlives the dial.
+ */
+function dialWith(opts: DialNetOptions, ready: 'connect' | 'secureConnect', open: () => net.Socket): Promise<NetTransport> {
   const { host, port, signal, timeoutMs } = opts;
   return new Promise<NetTransport>((resolve, reject) => {
     if (signal?.aborted) {
       reject(abortError(signal));
       return;
     }
-    const socket = net.connect({ host, port, allowHalfOpen: opts.allowHalfOpen ?? false });
+    const socket = open();
     let timer: NodeJS.Timeout | undefined;
-
-    // Every way out goes through here, so no listener or timer outlives the dial.
     const settle = (err: Error | undefined): void => {
-      socket.off('connect', onConnect);
+      socket.off(ready, onReady);
       socket.off('error', onError);
       signal?.removeEventListener('abort', onAbort);
       if (timer !== undefined) clearTimeout(timer);
@@ -156,11 +162,11 @@ export function dialNet(opts: DialNetOptions): Promise<NetTransport> {
         reject(err);
       }
     };
-    const onConnect = (): void => settle(undefined);
+    const onReady = (): void => settle(undefined);
     const onError = (err: Error): void => settle(err);
     const onAbort = (): void => settle(abortError(signal));
 
-    socket.once('connect', onConnect);
+    socket.once(ready, onReady);
     socket.once('error', onError);
     signal?.addEventListener('abort', onAbort, { once: true });
     if (timeoutMs !== undefined) {
@@ -202,37 +208,13 @@ export interface DialTlsOptions extends DialNetOptions {
  * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`) or the socket's.
  */
 export function dialTls(opts: DialTlsOptions): Promise<NetTransport> {
-  const { host, port, signal, timeoutMs } = opts;
-  return new Promise<NetTransport>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(abortError(signal));
-      return;
-    }
-    const socket = tls.connect({
+  const { host, port } = opts;
+  return dialWith(opts, 'secureConnect', () =>
+    tls.connect({
       host,
       port,
       ...(net.isIP(host) ? {} : { servername: host }),
       ...(opts.ca ? { ca: opts.ca } : {}),
-    });
-    let timer: NodeJS.Timeout | undefined;
-    const settle = (err: Error | undefined): void => {
-      socket.off('secureConnect', onConnect);
-      socket.off('error', onError);
-      signal?.removeEventListener('abort', onAbort);
-      if (timer !== undefined) clearTimeout(timer);
-      if (err === undefined) {
-        resolve(new NetTransport(socket, opts.noDelay === undefined ? {} : { noDelay: opts.noDelay }));
-      } else {
-        socket.destroy();
-        reject(err);
-      }
-    };
-    const onConnect = (): void => settle(undefined);
-    const onError = (err: Error): void => settle(err);
-    const onAbort = (): void => settle(abortError(signal));
-    socket.once('secureConnect', onConnect);
-    socket.once('error', onError);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    if (timeoutMs !== undefined) timer = setTimeout(() => settle(timeoutError(host, port)), timeoutMs);
-  });
+    }),
+  );
 }
