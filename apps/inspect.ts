@@ -588,6 +588,10 @@ async function startRelay(): Promise<Relay> {
 
 // --- Starting ---------------------------------------------------------------------------------
 
+/** Events that happen once per chunk of an upload. */
+const CHUNK_EVENTS = new Set(['data', 'upload.progress', 'file.busy', 'file.writable']);
+const CHUNK_SAMPLE = 256;
+
 /**
  * Starts sending XState inspection events, sanitised, in @statelyai/inspect's WebSocket format:
  * to `target` (a `ws://` or `wss://` URL where something like a `createWebSocketReceiver` or a
@@ -623,8 +627,12 @@ export async function startInspection(target: string | true, secrets: readonly s
   const clean = (value: unknown) => sanitize(value, options);
   let stopped = false;
 
+  let chunkEvents = 0;
   const inspect = (event: InspectionEvent): void => {
     if (stopped) return;
+    // An upload makes a handful of events per chunk; showing one in CHUNK_SAMPLE keeps the
+    // inspector's picture of progress while costing the transfer almost nothing.
+    if ('event' in event && CHUNK_EVENTS.has(event.event.type) && ++chunkEvents % CHUNK_SAMPLE !== 0) return;
     try {
       const prepared = sanitizeInspectionEvent(event, clean);
       if (prepared) inspector.inspect.next?.(prepared);
