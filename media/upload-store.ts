@@ -97,6 +97,8 @@ export class UploadStore {
   readonly #active = new Set<Incoming>();
   /** Resumable uploads being received, by key: a newer connection for the same key takes over. */
   readonly #byKey = new Map<string, Incoming>();
+  /** Offers for one key are handled one after another, so two can never both claim the partial. */
+  readonly #keyTurns = new Map<string, Promise<unknown>>();
   #initialising: Promise<void> | undefined;
   #hardLinks = true;
 
@@ -152,6 +154,7 @@ export class UploadStore {
     const stream = fs.createWriteStream(tempPath, { flags: 'wx', highWaterMark: WRITE_HIGH_WATER_MARK });
     const incoming: Incoming = new Incoming(name, size, tempPath, stream, createHash('sha256'), 0, undefined, {
       place: (temp, wanted) => this.#place(temp, wanted),
+      completed: () => Promise.resolve(),
       release: () => this.#active.delete(incoming),
     });
     try {
@@ -169,9 +172,31 @@ export class UploadStore {
    * killed server; the running hash is rebuilt by reading that data once. An older connection still
    * attached to the key is cut off first, so bytes from two connections never interleave.
    */
-  async #resume(name: string, size: number, key: string): Promise<IncomingFile> {
+  #resume(name: string, size: number, key: string): Promise<IncomingFile> {
     if (!/^[0-9a-f]{32}$/.test(key)) {
-      throw new FerryError('E_BAD_FRAME', 'An upload key must be 32 lower-case hex digits.');
+      return Promise.reject(new FerryError('E_BAD_FRAME', 'An upload key must be 32 lower-case hex digits.'));
+    }
+    const turn = (this.#keyTurns.get(key) ?? Promise.resolve()).then(
+      () => this.#resumeInTurn(name, size, key),
+      () => this.#resumeInTurn(name, size, key),
+    );
+    const settled = turn.then(noop, noop);
+    this.#keyTurns.set(key, settled);
+    void settled.then(() => {
+      if (this.#keyTurns.get(key) === settled) this.#keyTurns.delete(key);
+    });
+    return turn;
+  }
+
+  async #resumeInTurn(name: string, size: number, key: string): Promise<IncomingFile> {
+    const done = await readDone(path.join(this.#partialDir, `${key}.done`));
+    if (done && done.bytes === size) {
+      // Stored already, but the sender never heard: answer from the record instead of storing it twice.
+      try {
+        if ((await fs.promises.stat(done.path)).size === size) return new CompletedIncoming(name, done);
+      } catch {
+        // The stored file is gone: receive it again.
+      }
     }
     const previous = this.#byKey.get(key);
     if (previous) await previous.detach();
@@ -202,6 +227,7 @@ export class UploadStore {
     const stream = fs.createWriteStream(tempPath, { flags: offset > 0 ? 'a' : 'w', highWaterMark: WRITE_HIGH_WATER_MARK });
     const incoming: Incoming = new Incoming(name, size, tempPath, stream, hash, offset, metaPath, {
       place: (temp, wanted) => this.#place(temp, wanted),
+      completed: (saved) => writeDone(path.join(this.#partialDir, `${key}.done`), saved),
       release: () => {
         this.#active.delete(incoming);
         if (this.#byKey.get(key) === incoming) this.#byKey.delete(key);
@@ -225,19 +251,26 @@ export class UploadStore {
     await this.init();
     const busy = new Set<string>();
     for (const incoming of this.#active) busy.add(path.basename(incoming.tempPath, '.part'));
-    let removed = 0;
+    // An upload's files (data, record, completion) age together, by the newest of them.
+    const groups = new Map<string, { files: string[]; newest: number }>();
     for (const entry of await fs.promises.readdir(this.#partialDir)) {
-      const stem = entry.replace(/\.(part|json)$/, '');
-      if (busy.has(stem)) continue;
-      const full = path.join(this.#partialDir, entry);
+      const stem = entry.replace(/\.(part|json|done)$/, '');
+      if (busy.has(stem) || this.#keyTurns.has(stem)) continue;
       try {
-        const stat = await fs.promises.stat(full);
-        if (now - stat.mtimeMs < maxAgeMs) continue;
-        await fs.promises.rm(full, { force: true });
-        if (entry.endsWith('.part')) removed++;
+        const stat = await fs.promises.stat(path.join(this.#partialDir, entry));
+        const group = groups.get(stem) ?? { files: [], newest: 0 };
+        group.files.push(entry);
+        group.newest = Math.max(group.newest, stat.mtimeMs);
+        groups.set(stem, group);
       } catch {
-        // Gone meanwhile, or not ours to judge: leave it.
+        // Gone meanwhile.
       }
+    }
+    let removed = 0;
+    for (const { files, newest } of groups.values()) {
+      if (now - newest < maxAgeMs) continue;
+      for (const entry of files) await fs.promises.rm(path.join(this.#partialDir, entry), { force: true }).catch(noop);
+      removed++;
     }
     return removed;
   }
@@ -344,6 +377,8 @@ type State = 'open' | 'finishing' | 'aborted';
 
 interface StoreHooks {
   place(tempPath: string, name: string): Promise<{ savedAs: string; path: string }>;
+  /** A resumable upload was stored: remember it, in case the sender never hears and offers it again. */
+  completed(saved: SavedFile): Promise<void>;
   /** The upload no longer needs disk space reserved. */
   release(): void;
 }
@@ -469,8 +504,15 @@ class Incoming implements IncomingFile {
           `The received file has SHA-256 ${sha256} but the sender announced ${expectedSha256}, so it was not stored; send it again.`,
         );
       }
+      // What is on disk must be what was hashed: nothing else may have written to the partial.
+      const onDisk = (await fs.promises.stat(this.#tempPath)).size;
+      if (onDisk !== this.#received) {
+        throw new FerryError('E_STORE_FAILED', `The partial file holds ${onDisk} bytes where ${this.#received} were received, so it was not stored; send the file again.`);
+      }
       const placed = await this.#store.place(this.#tempPath, this.name);
-      return { savedAs: placed.savedAs, path: placed.path, bytes: this.#received, sha256 };
+      const saved = { savedAs: placed.savedAs, path: placed.path, bytes: this.#received, sha256 };
+      await this.#store.completed(saved);
+      return saved;
     } finally {
       if (!this.#keep) {
         await removeQuietly(this.#tempPath);
@@ -527,6 +569,58 @@ class Incoming implements IncomingFile {
 }
 
 function noop(): void {}
+
+/** A resumable upload that was stored already: no bytes are expected, and finishing repeats the result. */
+class CompletedIncoming implements IncomingFile {
+  readonly size: number;
+  readonly received: number;
+  readonly resumedFrom: number;
+
+  constructor(
+    readonly name: string,
+    private readonly saved: SavedFile,
+  ) {
+    this.size = saved.bytes;
+    this.received = saved.bytes;
+    this.resumedFrom = saved.bytes;
+  }
+
+  write(): boolean {
+    throw new FerryError('E_UPLOAD_SIZE', 'This file was stored already; no more data was expected.');
+  }
+
+  onDrain(listener: () => void): void {
+    process.nextTick(listener);
+  }
+
+  finish(expectedSha256?: string): Promise<SavedFile> {
+    if (expectedSha256 !== undefined && expectedSha256.toLowerCase() !== this.saved.sha256) {
+      return Promise.reject(new FerryError('E_HASH_MISMATCH', `The file stored under this upload has SHA-256 ${this.saved.sha256}, not ${expectedSha256}; send it again.`));
+    }
+    return Promise.resolve(this.saved);
+  }
+
+  abort(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+async function readDone(file: string): Promise<SavedFile | undefined> {
+  try {
+    const value = JSON.parse(await fs.promises.readFile(file, 'utf8')) as SavedFile;
+    return typeof value.bytes === 'number' && typeof value.sha256 === 'string' && typeof value.path === 'string' ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeDone(file: string, saved: SavedFile): Promise<void> {
+  try {
+    await fs.promises.writeFile(file, JSON.stringify(saved));
+  } catch {
+    // Without the record a repeated offer stores the file again; that costs space, not data.
+  }
+}
 
 interface PartialMeta {
   key: string;

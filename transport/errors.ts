@@ -36,6 +36,7 @@ export const ErrorCodes = {
   E_TLS: 'the TLS connection could not be established',
   E_TOO_MANY: 'the server has too many connections',
   E_INSECURE: 'the server would be reachable from the network without a token',
+  E_LISTEN: 'the server could not listen on its address',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

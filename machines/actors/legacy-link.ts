@@ -167,7 +167,22 @@ export const legacyLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         break;
       }
       case 'offer-upload':
-        void offer(command.id, command.path, command.name);
+        if (command.open) {
+          sendBack({
+            type: 'upload.unreadable',
+            id: command.id,
+            error: new FerryError('E_OPEN_DISABLED', 'The original format cannot ask the server to open a file (an original server opens images and media by itself); leave out --open.'),
+          });
+        } else {
+          void offer(command.id, command.path, command.name);
+        }
+        break;
+      case 'send-open':
+        sendBack({
+          type: 'server.opened',
+          id: command.id,
+          result: { opened: false, code: 'E_OPEN_DISABLED', message: 'The original format cannot ask the server to open a file; use a ferry server.' },
+        });
         break;
       case 'stream-upload': {
         const { id } = command;

@@ -146,7 +146,8 @@ export function finalFiles(root: string): string[] {
 }
 
 /** Temp files left in the store's partial folder. */
+/** Partial data and its records; the `.done` records of stored uploads are not partial data. */
 export function partialFiles(root: string): string[] {
   const dir = path.join(root, '.ferry', 'partial');
-  return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  return fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => !name.endsWith('.done')) : [];
 }

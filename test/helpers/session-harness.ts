@@ -14,7 +14,7 @@ import { defaultMediaApps } from '../../media/launcher.js';
 import type { OpenSettings } from '../../media/opener.js';
 import { memoryPair, type MemoryTransport } from '../../transport/memory-transport.js';
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
-import { DEFAULT_LIMITS, PREAMBLE_MAGIC, type ClientToken } from '../../transport/frames.js';
+import { DEFAULT_LIMITS, type ClientToken } from '../../transport/frames.js';
 import { AsyncQueue, deferred, tempDir, within, type Deferred } from './async.js';
 
 export type SessionSnapshot = SnapshotFrom<typeof sessionMachine>;
@@ -32,11 +32,8 @@ export class PeerClient {
 
   constructor(readonly transport: MemoryTransport) {
     transport.on('data', (chunk) => {
-      if (this.firstByte === undefined) {
-        this.firstByte = chunk[0];
-        // A reply sent before the welcome carries no preamble (see the report); decode it anyway.
-        if (this.firstByte !== PREAMBLE_MAGIC[0]) this.decoder.feed(preamble());
-      }
+      // The server's preamble precedes its first reply, whatever that is: decoded as it comes.
+      if (this.firstByte === undefined) this.firstByte = chunk[0];
       try {
         for (const token of this.decoder.feed(chunk)) this.tokens.push(token);
       } catch (err) {
