@@ -95,7 +95,7 @@ export const serverMachine = setup({
           media: context.media,
           journal: context.journal,
           ...(context.token !== undefined ? { token: context.token } : {}),
-          ...(context.admission ? { onAuthFailure: (remote: string) => context.admission!.failed(remote.replace(/:\d+$/, '').replace(/^\[|\]$/g, '')) } : {}),
+          ...(context.admission ? { admission: context.admission } : {}),
         },
       });
     }),
@@ -150,6 +150,7 @@ export const serverMachine = setup({
       port: context.port,
       ...(context.tls ? { tls: context.tls } : {}),
       ...(context.maxConnections !== undefined ? { maxConnections: context.maxConnections } : {}),
+      handshakeMs: context.timeouts.handshakeMs,
       ...(context.admission ? { admission: context.admission } : {}),
     }),
   },

@@ -20,6 +20,17 @@ export interface SessionTimeouts {
   idleMs?: number;
 }
 
+/** Who may still try a token: failures are counted per address. */
+export interface AuthAdmission {
+  admit(address: string): boolean;
+  failed(address: string): void;
+}
+
+/** `1.2.3.4:5678` → `1.2.3.4`; `[::1]:5678` → `::1`. */
+function hostOf(remote: string): string {
+  return remote.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+}
+
 /** The record of handled messages, so a resent one is not handled twice. */
 export interface HandledMessages {
   seen(clientId: string, id: number): boolean;
@@ -44,8 +55,11 @@ export interface SessionInput {
   token?: string;
   /** How long a wrong answer waits before it is refused (slows guessing). */
   authFailureDelayMs?: number;
-  /** Told about every wrong answer, so the server can shut out an address that keeps guessing. */
-  onAuthFailure?: (remote: string) => void;
+  /**
+   * Shuts out an address that keeps guessing: told about every wrong answer, and asked before an
+   * answer is even compared, so connections opened in advance gain no extra guesses.
+   */
+  admission?: AuthAdmission;
 }
 
 /** What the media step was asked to do: open a just-saved upload, or a file stored earlier. */
@@ -107,7 +121,7 @@ export interface SessionContext {
   /** The challenge sent to this client, while it is being authenticated. */
   nonce: string | undefined;
   authFailureDelayMs: number;
-  onAuthFailure: ((remote: string) => void) | undefined;
+  admission: AuthAdmission | undefined;
   /** The client's id from its hello; messages are deduplicated per client id. */
   clientId: string | undefined;
   /** When this session last launched apps, for the per-minute limit. */
@@ -162,6 +176,7 @@ export const sessionMachine = setup({
   },
   guards: {
     isLegacy: ({ context }) => context.format === 'legacy',
+    shutOut: ({ context }) => context.admission !== undefined && !context.admission.admit(hostOf(context.remote)),
     needsToken: ({ context }) => context.token !== undefined && context.format !== 'legacy',
     answerMatches: ({ context, event }) =>
       event.type === 'auth' && context.token !== undefined && context.nonce !== undefined && macMatches(context.token, context.nonce, event.mac),
@@ -204,7 +219,7 @@ export const sessionMachine = setup({
     logAuthFailed: ({ context }) => {
       context.log.warn({ event: 'auth-failed' }, 'a client answered the challenge with the wrong token');
     },
-    reportAuthFailure: ({ context }) => context.onAuthFailure?.(context.remote),
+    reportAuthFailure: ({ context }) => context.admission?.failed(hostOf(context.remote)),
     refuseToken: sendTo('connection', {
       type: 'close',
       reply: { type: 'error', error: { code: 'E_AUTH_FAILED', message: 'The token was not accepted; check --token or FERRY_TOKEN.' } },
@@ -337,7 +352,7 @@ export const sessionMachine = setup({
     token: input.token,
     nonce: undefined,
     authFailureDelayMs: input.authFailureDelayMs ?? 1_000,
-    onAuthFailure: input.onAuthFailure,
+    admission: input.admission,
     clientId: undefined,
     launches: [],
     draining: false,
@@ -381,6 +396,7 @@ export const sessionMachine = setup({
       after: { handshakeTimeout: { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] } },
       on: {
         auth: [
+          { guard: 'shutOut', target: 'refusing' },
           { guard: 'answerMatches', target: 'awaitingHeader', actions: 'replyWelcome' },
           { target: 'refusing', actions: ['logAuthFailed', 'reportAuthFailure'] },
         ],

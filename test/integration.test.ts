@@ -52,8 +52,9 @@ function finalNames(uploadDir: string): string[] {
     .sort();
 }
 
+/** Partial data and its records; the `.done` records of stored uploads are not partial data. */
 function partials(uploadDir: string): string[] {
-  return fs.readdirSync(path.join(uploadDir, '.ferry', 'partial'));
+  return fs.readdirSync(path.join(uploadDir, '.ferry', 'partial')).filter((name) => !name.endsWith('.done'));
 }
 
 /** `promise`, or a rejection naming `what` if it has not settled within `ms` (a guard, not a wait). */

@@ -292,15 +292,18 @@ describe('LegacyServerDecoder: files and exit', () => {
     ]);
   });
 
-  it('starts the first feed with hello, even an empty one, and never again', () => {
+  it('says hello just before the first readable command, and never again', () => {
     const decoder = new LegacyServerDecoder(LIMITS);
-    expect(plain(decoder.feed(Buffer.alloc(0)))).toEqual(plain([HELLO]));
-    expect(decoder.feed(b('00000'))).toEqual([]);
-    expect(plain(decoder.feed(b('00001a')))).toEqual(plain(message(1, '0000000001', 'a', 1)));
+    // A byte or two is not yet a command: no hello, so the handshake timeout still applies.
     expect(decoder.feed(Buffer.alloc(0))).toEqual([]);
+    expect(decoder.feed(b('00000'))).toEqual([]);
+    expect(plain(decoder.feed(b('00001a')))).toEqual(plain([HELLO, ...message(1, '0000000001', 'a', 1)]));
+    expect(decoder.feed(Buffer.alloc(0))).toEqual([]);
+    expect(plain(decoder.feed(b('0000000001b')))).toEqual(plain(message(2, '0000000001', 'b', 1)));
 
     const other = new LegacyServerDecoder(LIMITS);
-    expect(plain(other.feed(b('e')))).toEqual(plain([HELLO]));
+    expect(other.feed(b('e'))).toEqual([]);
+    expect(plain(other.feed(b('xit')))).toEqual(plain([HELLO, { type: 'bye' }]));
   });
 
   it('is idle only between commands', () => {
@@ -333,7 +336,7 @@ describe('LegacyServerDecoder: broken input', () => {
     const limits = { maxMessage: 100, maxFrame: 0 };
     expectFailsEveryWay(b(`0000000101${'x'.repeat(101)}`), 'E_MESSAGE_TOO_LARGE', 9, limits);
     const decoder = new LegacyServerDecoder(limits);
-    expect(plain(decoder.feed(b('000000010')))).toEqual(plain([HELLO]));
+    expect(decoder.feed(b('000000010'))).toEqual([]);
     expect(decoder.idle).toBe(false);
     expectProtocolError(thrown(() => decoder.feed(b('1'))), 'E_MESSAGE_TOO_LARGE');
   });
@@ -552,7 +555,8 @@ function encodeByHand(commands: readonly Command[]): { stream: Buffer; tokens: S
       tokens.push({ type: 'bye' });
     }
   }
-  return { stream: Buffer.concat(parts), tokens };
+  // No command, no hello: the hello comes just before the first readable command.
+  return { stream: Buffer.concat(parts), tokens: commands.length === 0 ? [] : tokens };
 }
 
 describe('properties', () => {

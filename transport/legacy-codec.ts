@@ -39,7 +39,7 @@ function isDigits(bytes: Buffer): boolean {
   return true;
 }
 
-/** Decodes what an original client sends. Emits `hello` first, since the format has none of its own. */
+/** Decodes what an original client sends. Emits `hello` before its first token, since the format has none of its own. */
 export class LegacyServerDecoder {
   private phase: Phase = 'command';
   private greeted = false;
@@ -66,15 +66,17 @@ export class LegacyServerDecoder {
   feed(chunk: Buffer): ServerToken[] {
     if (this.failed) throw this.failed;
     const out: ServerToken[] = [];
-    if (!this.greeted) {
-      this.greeted = true;
-      out.push({ type: 'hello', info: { version: 0, agent: 'original' } });
-    }
     try {
       this.consume(chunk, out);
     } catch (err) {
       if (err instanceof ProtocolError) this.failed = err;
       throw err;
+    }
+    // The format has no greeting: a client counts as having said hello once its first command
+    // is readable, so one that trickles a byte or two and stops still meets the handshake timeout.
+    if (!this.greeted && out.length > 0) {
+      this.greeted = true;
+      out.unshift({ type: 'hello', info: { version: 0, agent: 'original' } });
     }
     return out;
   }

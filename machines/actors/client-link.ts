@@ -69,8 +69,9 @@ export function describeNetworkError(err: unknown): FerryError {
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
     case 'SELF_SIGNED_CERT_IN_CHAIN':
     case 'CERT_HAS_EXPIRED':
-    case 'ERR_TLS_CERT_ALTNAME_INVALID':
       return new FerryError('E_TLS', `The server's certificate is not trusted (${code}); pass --tls-ca with the certificate of the authority that signed it.`, { cause: err });
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return new FerryError('E_TLS', `The server's certificate is not made out for this host name (${message}); connect with --host set to a name the certificate lists.`, { cause: err });
     case 'EPROTO':
     case 'ERR_SSL_WRONG_VERSION_NUMBER':
       return new FerryError('E_TLS', 'The server does not speak TLS; leave out --tls and --tls-ca.', { cause: err });

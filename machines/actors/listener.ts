@@ -16,6 +16,8 @@ export interface ListenerInput {
   tls?: { cert: Buffer; key: Buffer };
   /** Connections beyond this many are closed at once; the ones already open keep working. */
   maxConnections?: number;
+  /** A TLS handshake not finished by then is abandoned. */
+  handshakeMs?: number;
   admission?: Admission;
 }
 
@@ -33,33 +35,42 @@ export type ListenerCommand = { type: 'stop-accepting' };
  */
 export const listener = fromCallback<ListenerCommand, ListenerInput, ListenerEvent>(({ input, sendBack, receive }) => {
   const server: net.Server = input.tls
-    ? tls.createServer({ cert: input.tls.cert, key: input.tls.key, allowHalfOpen: true, handshakeTimeout: 10_000 })
+    ? tls.createServer({ cert: input.tls.cert, key: input.tls.key, allowHalfOpen: true, handshakeTimeout: input.handshakeMs ?? 10_000 })
     : net.createServer({ noDelay: true, allowHalfOpen: true });
   let open = true;
   let connections = 0;
 
-  const accept = (socket: net.Socket) => {
+  // Every TCP connection counts from the moment it is accepted, TLS handshake or not, so sockets
+  // stuck in a handshake cannot crowd out the limit.
+  const admit = (socket: net.Socket): boolean => {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     if (input.maxConnections !== undefined && connections >= input.maxConnections) {
       socket.destroy();
       sendBack({ type: 'turned-away', remote, reason: 'too-many' });
-      return;
+      return false;
     }
     if (input.admission && !input.admission.admit(socket.remoteAddress ?? '')) {
       socket.destroy();
       sendBack({ type: 'turned-away', remote, reason: 'shut-out' });
-      return;
+      return false;
     }
     connections++;
     socket.once('close', () => connections--);
-    sendBack({ type: 'connection', transport: new NetTransport(socket) });
+    return true;
   };
+  const start = (socket: net.Socket) => sendBack({ type: 'connection', transport: new NetTransport(socket) });
 
-  server.on(input.tls ? 'secureConnection' : 'connection', accept);
   if (input.tls) {
+    server.on('connection', admit);
+    server.on('secureConnection', start);
     // A client that fails the TLS handshake (a plain client, an untrusted certificate) never gets a session.
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+      socket.destroy();
       sendBack({ type: 'turned-away', remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: 'tls-failed', detail: err.code ?? err.message });
+    });
+  } else {
+    server.on('connection', (socket: net.Socket) => {
+      if (admit(socket)) start(socket);
     });
   }
   server.on('error', (error) => {

@@ -124,8 +124,8 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
     };
 
     const fail = (error: FerryError) => {
+      // Later bytes are ignored, but reading goes on so that the peer's close is still noticed.
       failed = true;
-      transport.pause();
       push([{ type: 'protocol-error', error }]);
     };
 
