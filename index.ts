@@ -112,6 +112,7 @@ export function createServer(options: ServerOptions = {}): FerryServer {
     root: path.resolve(options.uploadDir ?? 'upload'),
     ...(options.maxFileSize !== undefined ? { maxFileSize: options.maxFileSize } : {}),
   });
+  const log = options.logger ?? pino({ level: 'silent' });
   const root = path.resolve(options.uploadDir ?? 'upload');
   const journal = new MessageJournal({ file: path.join(root, '.ferry', 'messages.journal') });
   const partialTtlMs = options.partialTtlMs ?? 24 * 3600_000;
@@ -126,7 +127,7 @@ export function createServer(options: ServerOptions = {}): FerryServer {
       ...(options.token !== undefined ? { token: options.token, admission: throttle } : {}),
       ...(options.tls ? { tls: { cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) } } : {}),
       maxConnections: options.maxConnections ?? 1000,
-      log: options.logger ?? pino({ level: 'silent' }),
+      log,
       limits,
       codecs,
       timeouts: {
@@ -157,8 +158,11 @@ export function createServer(options: ServerOptions = {}): FerryServer {
         await store.expirePartials(partialTtlMs);
         sweeper = setInterval(() => void store.expirePartials(partialTtlMs).catch(() => undefined), Math.min(partialTtlMs, 3600_000));
         sweeper.unref();
+        // The machine handles its sessions' failures; this is the last line of defence, so that no
+        // error inside the server's actors can end the process.
+        actor.subscribe({ error: (err) => log.error({ event: 'server-failed', err }, `the server failed: ${(err as Error)?.message ?? String(err)}`) });
         actor.start();
-        const snapshot = await waitFor(actor, (s) => s.matches('listening') || s.status === 'done');
+        const snapshot = await waitFor(actor, (s) => s.matches('listening') || s.status === 'done' || s.status === 'error');
         if (!snapshot.matches('listening')) {
           const error = snapshot.context.error as NodeJS.ErrnoException | undefined;
           const where = `${snapshot.context.host}:${snapshot.context.port}`;

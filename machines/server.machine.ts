@@ -41,7 +41,8 @@ export interface ServerContext extends ServerMachineInput {
 export type ServerEvent =
   | ListenerEvent
   | { type: 'stop' }
-  | { type: 'xstate.done.actor.*'; actorId: string };
+  | { type: 'xstate.done.actor.*'; actorId: string }
+  | { type: 'xstate.error.actor.*'; actorId: string; error: unknown };
 
 export type ServerEmitted =
   | { type: 'listening'; host: string; port: number }
@@ -99,6 +100,21 @@ export const serverMachine = setup({
         },
       });
     }),
+    logSessionFailed: ({ context, event }) => {
+      if (event.type !== 'xstate.error.actor.*' && !('error' in event)) return;
+      const error = (event as { error: unknown }).error as Error;
+      context.log.error({ event: 'session-failed', session: (event as { actorId?: string }).actorId, err: error }, `a session failed: ${error?.message ?? String(error)}`);
+    },
+    /**
+     * A failed actor does not stop its own children, so the session's connection would keep its
+     * socket open: close the socket here, so the client sees the session end. (What the session
+     * left half-written is swept up with the expired partials.)
+     */
+    stopOrphans: ({ event, self }) => {
+      const session = self.getSnapshot().children[(event as { actorId: string }).actorId];
+      const context = (session?.getSnapshot() as { context?: { transport?: Transport } } | undefined)?.context;
+      context?.transport?.destroy();
+    },
     logTurnedAway: ({ context, event }) => {
       if (event.type !== 'turned-away') return;
       const why =
@@ -170,6 +186,8 @@ export const serverMachine = setup({
         connection: { actions: 'startSession' },
         'turned-away': { actions: 'logTurnedAway' },
         'xstate.done.actor.*': { actions: 'forgetSession' },
+        // A session that fails (a bug, a disk error in a side effect) ends alone, never the server.
+        'xstate.error.actor.*': { actions: ['logSessionFailed', 'stopOrphans', 'forgetSession'] },
         'listen-failed': { actions: 'assignError' },
         stop: { target: 'draining' },
       },
@@ -182,6 +200,8 @@ export const serverMachine = setup({
       on: {
         connection: { actions: 'refuseConnection' },
         'xstate.done.actor.*': { actions: 'forgetSession' },
+        // A session that fails (a bug, a disk error in a side effect) ends alone, never the server.
+        'xstate.error.actor.*': { actions: ['logSessionFailed', 'stopOrphans', 'forgetSession'] },
       },
     },
     stopped: {

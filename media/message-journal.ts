@@ -72,9 +72,18 @@ export class MessageJournal {
     const known = this.#clients.get(clientId);
     if (!known || known.high < id) this.#clients.set(clientId, { high: id, seenAt: now });
     if (this.#fd === undefined) return;
-    fs.writeSync(this.#fd, `${clientId} ${id} ${now}\n`);
-    if (++this.#lines >= this.#compactAfter) this.#compact();
+    try {
+      fs.writeSync(this.#fd, `${clientId} ${id} ${now}\n`);
+      if (++this.#lines >= this.#compactAfter) this.#compact();
+    } catch (err) {
+      // A full disk must not end the session (or the server); the record still holds in memory,
+      // so only a restart in this state could lose it.
+      this.lastError = err as Error;
+    }
   }
+
+  /** The last error writing the journal, if any (for the logs). */
+  lastError: Error | undefined;
 
   close(): void {
     if (this.#fd !== undefined) fs.closeSync(this.#fd);

@@ -280,3 +280,55 @@ describe('regression: a protocol error during an upload', () => {
     expect(partialFiles(h.root)).toEqual([]);
   });
 });
+
+describe('a session that fails ends alone', () => {
+  it('an exception in a session action is logged, its socket closed, and the server keeps serving', async () => {
+    const { createActor } = await import('xstate');
+    const { pino } = await import('pino');
+    const { serverMachine } = await import('../machines/server.machine.js');
+    const { nativeAndLegacy } = await import('../machines/actors/session-connection.js');
+    const { UploadStore } = await import('../media/upload-store.js');
+    const { defaultMediaApps } = await import('../media/launcher.js');
+    const { createClient } = await import('../index.js');
+    const { tempDir } = await import('./helpers/async.js');
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => lines.push(line) });
+    let failures = 1;
+    const actor = createActor(serverMachine, {
+      input: {
+        host: '127.0.0.1',
+        port: 0,
+        store: new UploadStore({ root: tempDir() }),
+        log,
+        limits: { maxMessage: 1 << 20, maxFrame: 65536 },
+        codecs: nativeAndLegacy(),
+        timeouts: { handshakeMs: 5000 },
+        agent: 'test',
+        graceMs: 1000,
+        media: { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
+        journal: {
+          seen: () => false,
+          record: () => {
+            if (failures-- > 0) throw new Error('boom');
+          },
+        },
+      },
+    });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (err) => errors.push(err) });
+    actor.start();
+    const { waitFor } = await import('xstate');
+    const port = (await waitFor(actor, (s) => s.matches('listening'))).context.address!.port;
+    const client = createClient({ port, retryInitialMs: 10, retryMaxMs: 50, heartbeatMs: 0 });
+    try {
+      // The first session fails on the message; the client reconnects and the resend is handled.
+      expect(await client.message('hi')).toBe('hi');
+      expect(errors).toEqual([]);
+      expect(actor.getSnapshot().status).toBe('active');
+      expect(lines.some((l) => l.includes('"event":"session-failed"') && l.includes('boom'))).toBe(true);
+    } finally {
+      await client.close();
+      actor.stop();
+    }
+  });
+});
