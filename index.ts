@@ -202,8 +202,6 @@ export interface ClientOptions {
   handshakeTimeoutMs?: number;
   /** Upload rate limit in bytes per second. */
   rateLimit?: number;
-  /** Identifies this client to the server across reconnects. Default: a random UUID. */
-  clientId?: string;
   /** Opens the connection; replaces host/port, e.g. for tests over in-memory transports. */
   dial?: Dialer;
   /** Speak the original tool's format to an original server (no handshake, ids or hashes). */
@@ -289,7 +287,8 @@ export function createClient(options: ClientOptions = {}): FerryClient {
     ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
       dial,
-      clientId: options.clientId ?? randomUUID(),
+      // Fresh for every client: message ids start again at 1, so an old id would make new messages look handled.
+      clientId: randomUUID(),
       agent: AGENT,
       retry: { initialMs: options.retryInitialMs ?? 250, maxMs: options.retryMaxMs ?? 5_000, forMs: options.retryForMs },
       handshakeMs: options.handshakeTimeoutMs ?? 10_000,

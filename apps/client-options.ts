@@ -4,7 +4,7 @@ import { parseDuration, parseDurationOrZero, parsePort } from './units.js';
 import { defaultStateDir } from '../media/resume-book.js';
 import fs from 'node:fs';
 import { startInspection } from './inspect.js';
-import { UsageError } from './settings.js';
+import { parseSwitch, UsageError } from './settings.js';
 
 export interface CommonClientOptions {
   host: string;
@@ -32,7 +32,7 @@ export function addClientOptions(command: Command, retryForDefault: string | und
     .addOption(new Option('--heartbeat <duration>', 'ping the server this often; reconnect after two silent intervals (0 = never)').env('FERRY_HEARTBEAT').argParser(parseDurationOrZero).default(10_000, '10s'))
     .addOption(new Option('--state-dir <dir>', 'where unfinished uploads are remembered, so a new run resumes them').env('FERRY_STATE_DIR').default(defaultStateDir()))
     .addOption(new Option('--token <token>', 'the server\u2019s token (answered to its challenge; never sent)').env('FERRY_TOKEN'))
-    .addOption(new Option('--tls', 'connect with TLS, trusting the system\u2019s certificate authorities').env('FERRY_TLS'))
+    .addOption(new Option('--tls', 'connect with TLS, trusting the system\u2019s certificate authorities (or FERRY_TLS=1)'))
     .addOption(new Option('--tls-ca <file>', 'connect with TLS, trusting this PEM certificate authority').env('FERRY_TLS_CA'))
     .option('--inspect [url]', 'stream the client\u2019s state machines to a ws:// inspector, or start a local inspector page')
     .addOption(new Option('--retry-initial <duration>', 'first delay before reconnecting').argParser(parseDuration).default(250, '250ms'))
@@ -72,7 +72,7 @@ export async function openClient(options: CommonClientOptions, extra: { rateLimi
     heartbeatMs: options.heartbeat,
     stateDir: options.stateDir,
     ...(options.token ? { token: options.token } : {}),
-    ...(ca ? { tls: { ca } } : options.tls ? { tls: true } : {}),
+    ...(ca ? { tls: { ca } } : options.tls || (process.env.FERRY_TLS !== undefined && parseSwitch('FERRY_TLS', process.env.FERRY_TLS)) ? { tls: true } : {}),
     ...(inspection ? { inspect: inspection.inspect } : {}),
   });
   if (!extra.quietWaiting) {

@@ -4,7 +4,7 @@ import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
 import { createLogger } from './logger.js';
 import { startInspection } from './inspect.js';
 import fs from 'node:fs';
-import { applyConfigFile, UsageError } from './settings.js';
+import { applyConfigFile, applySwitchesFromEnv, UsageError } from './settings.js';
 import { formatBytes, parseCount, parseDuration, parseDurationOrZero, parsePort, parseSize } from './units.js';
 
 interface ServeOptions {
@@ -49,7 +49,7 @@ export function registerServe(program: Command): void {
       new Option('--handshake-timeout <duration>', 'close connections that have not said hello by then').env('FERRY_HANDSHAKE_TIMEOUT').argParser(parseDuration).default(10_000, '10s'),
     )
     .addOption(new Option('--grace <duration>', 'on SIGINT/SIGTERM, how long transfers in flight may finish').env('FERRY_GRACE').argParser(parseDuration).default(10_000, '10s'))
-    .addOption(new Option('--open', 'let clients ask for received images, audio and video to be opened on this machine').env('FERRY_OPEN'))
+    .addOption(new Option('--open', 'let clients ask for received images, audio and video to be opened on this machine (or FERRY_OPEN=1)'))
     .addOption(new Option('--image-app <cmd>', 'command that opens images; {file} stands for the file (default: the desktop\u2019s default app)').env('FERRY_IMAGE_APP'))
     .addOption(new Option('--audio-app <cmd>', 'command that plays audio, e.g. "mpv --no-video {file}"').env('FERRY_AUDIO_APP'))
     .addOption(new Option('--video-app <cmd>', 'command that plays video, e.g. "vlc {file}"').env('FERRY_VIDEO_APP'))
@@ -58,8 +58,8 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--idle-timeout <duration>', 'close connections that send nothing for this long (0 = never)').env('FERRY_IDLE_TIMEOUT').argParser(parseDurationOrZero).default(600_000, '10m'))
     .addOption(new Option('--partial-ttl <duration>', 'delete partial uploads untouched this long').env('FERRY_PARTIAL_TTL').argParser(parseDuration).default(24 * 3600_000, '24h'))
     .addOption(new Option('--token <token>', 'clients must prove they hold this token (it never crosses the wire)').env('FERRY_TOKEN'))
-    .addOption(new Option('--allow-legacy', 'with a token, still accept the original tool\u2019s clients (which cannot authenticate)').env('FERRY_ALLOW_LEGACY'))
-    .addOption(new Option('--insecure', 'listen beyond loopback without a token, accepting the risk').env('FERRY_INSECURE'))
+    .addOption(new Option('--allow-legacy', 'with a token, still accept the original tool\u2019s clients (which cannot authenticate) (or FERRY_ALLOW_LEGACY=1)'))
+    .addOption(new Option('--insecure', 'listen beyond loopback without a token, accepting the risk (or FERRY_INSECURE=1)'))
     .addOption(new Option('--tls-cert <file>', 'serve TLS with this PEM certificate (chain)').env('FERRY_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'the PEM private key for --tls-cert').env('FERRY_TLS_KEY'))
     .addOption(new Option('--max-connections <n>', 'close new connections beyond this many').env('FERRY_MAX_CONNECTIONS').argParser(parseCount).default(1000))
@@ -67,6 +67,7 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--no-legacy', 'refuse clients of the original tool (they are recognised from their first bytes)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(async (_opts, cmd: Command) => {
+      applySwitchesFromEnv(cmd, { open: 'FERRY_OPEN', allowLegacy: 'FERRY_ALLOW_LEGACY', insecure: 'FERRY_INSECURE' });
       applyConfigFile(cmd, cmd.opts<ServeOptions>().config, {
         port: parsePort,
         maxMessage: parseSize,

@@ -36,3 +36,23 @@ export function applyConfigFile(command: Command, configPath: string | undefined
 export class UsageError extends Error {
   override name = 'UsageError';
 }
+
+/** `1`, `true`, `yes`, `on` → true; `0`, `false`, `no`, `off`, empty → false; anything else is a usage error. */
+export function parseSwitch(name: string, value: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['', '0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new UsageError(`${name}=${value} is neither on (1, true, yes) nor off (0, false, no).`);
+}
+
+/**
+ * On/off flags read from the environment by value, not by presence, so `FERRY_OPEN=false` means
+ * off. A flag on the command line wins; a config file only fills what neither set.
+ */
+export function applySwitchesFromEnv(command: Command, switches: Record<string, string>): void {
+  for (const [key, name] of Object.entries(switches)) {
+    const value = process.env[name];
+    if (value === undefined || command.getOptionValueSource(key) === 'cli') continue;
+    command.setOptionValueWithSource(key, parseSwitch(name, value), 'env');
+  }
+}

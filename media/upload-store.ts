@@ -189,6 +189,9 @@ export class UploadStore {
   }
 
   async #resumeInTurn(name: string, size: number, key: string): Promise<IncomingFile> {
+    // An earlier connection may still be finishing this upload: let it, before looking for its record.
+    const previous = this.#byKey.get(key);
+    if (previous) await previous.detach();
     const done = await readDone(path.join(this.#partialDir, `${key}.done`));
     if (done && done.bytes === size) {
       // Stored already, but the sender never heard: answer from the record instead of storing it twice.
@@ -198,8 +201,6 @@ export class UploadStore {
         // The stored file is gone: receive it again.
       }
     }
-    const previous = this.#byKey.get(key);
-    if (previous) await previous.detach();
     const tempPath = path.join(this.#partialDir, `${key}.part`);
     const metaPath = path.join(this.#partialDir, `${key}.json`);
     let offset = 0;

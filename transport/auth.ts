@@ -38,6 +38,8 @@ export class AuthThrottle {
 
   failed(address: string, now = Date.now()): void {
     this.#failures.set(address, [...this.#recent(address, now), now]);
+    // Many addresses failing once each must not grow this for ever: drop the stale ones now and then.
+    if (this.#failures.size > 10_000) for (const known of [...this.#failures.keys()]) this.#recent(known, now);
   }
 
   #recent(address: string, now: number): number[] {

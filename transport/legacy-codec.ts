@@ -278,7 +278,8 @@ export const LEGACY_EXIT_COMMAND = EXIT;
 
 /** Reads an original server's replies: each is a message (an echo, or `ACK` after a file). */
 export class LegacyClientDecoder {
-  private readonly server = new LegacyServerDecoder({ maxMessage: Number.MAX_SAFE_INTEGER, maxFrame: 0 });
+  // Echoes of what we sent; anything bigger than this is not an answer to us.
+  private readonly server = new LegacyServerDecoder({ maxMessage: 64 * 1024 * 1024, maxFrame: 0 });
 
   /** Texts of complete replies in this chunk. */
   feed(chunk: Buffer): string[] {

@@ -37,7 +37,12 @@ abstract class FrameDecoder<T> {
   private parts: Buffer[] = [];
   private failed: ProtocolError | undefined;
 
-  constructor(protected readonly limits: Limits = DEFAULT_LIMITS) {}
+  constructor(protected limits: Limits = DEFAULT_LIMITS) {}
+
+  /** Adopts the limits the peer announced (a server may allow larger messages than the default). */
+  setLimits(limits: Limits): void {
+    this.limits = limits;
+  }
 
   /** Decode as much of `chunk` as possible. After a ProtocolError the decoder refuses further input. */
   feed(chunk: Buffer): T[] {

@@ -48,6 +48,8 @@ export type ClientLinkCommand =
   /** `sayExit`: in the original format, send `exit` first (an original server then stops entirely). */
   | { type: 'close'; sayExit?: boolean };
 
+const PROGRESS_STEP = 1024 * 1024;
+
 /** Turns a dial or socket failure into one sentence a person can act on. */
 export function describeNetworkError(err: unknown): FerryError {
   if (err instanceof FerryError) return err;
@@ -128,6 +130,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     switch (token.type) {
       case 'welcome':
         up = true;
+        decoder.setLimits({ maxMessage: Math.max(token.info.maxMessage, input.limits.maxMessage), maxFrame: Math.max(token.info.maxFrame, input.limits.maxFrame) });
         clearTimeout(handshakeTimer);
         startHeartbeat();
         return sendBack({ type: 'link.up', welcome: token.info });
@@ -261,6 +264,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
 
   const stream = (id: number, offset: number) => {
     const current = upload;
+    let reported = -PROGRESS_STEP;
     if (!current || current.id !== id || !transport) return;
     if (offset > current.size) {
       sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_UPLOAD_SIZE', `The server reports ${offset} bytes of a ${current.size}-byte file; send it again as a new upload.`) });
@@ -273,7 +277,12 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       size: current.size,
       transport,
       signal: current.abort.signal,
-      onProgress: (sent) => sendBack({ type: 'upload.progress', id, sent, total: current.size }),
+      onProgress: (sent) => {
+        // Progress is for people: at most every 1 MiB (and the end), not every chunk.
+        if (sent - reported < PROGRESS_STEP && sent !== current.size) return;
+        reported = sent;
+        sendBack({ type: 'upload.progress', id, sent, total: current.size });
+      },
       ...(input.rateLimit ? { rateLimit: input.rateLimit } : {}),
     }).then(
       ({ sha256 }) => {

@@ -1,0 +1,14 @@
+// Where things are, for the bench and its child scripts (no side effects on import).
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const benchDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const rootDir = path.resolve(benchDir, '..');
+export const cli = path.join(rootDir, 'dist', 'apps', 'cli.js');
+export const libraryEntry = path.join(rootDir, 'dist', 'index.js');
+export const nativeCodecModule = path.join(rootDir, 'dist', 'transport', 'native-codec.js');
+export const pipeScript = path.join(benchDir, 'pipe-baseline.mjs');
+export const hwmPreload = path.join(benchDir, 'lib', 'report-hwm.mjs');
+export const serversScript = path.join(benchDir, 'lib', 'servers.mjs');
+export const idleClientsScript = path.join(benchDir, 'lib', 'idle-clients.mjs');
+export const uploadClientsScript = path.join(benchDir, 'lib', 'upload-clients.mjs');
