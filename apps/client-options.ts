@@ -3,7 +3,6 @@ import { createClient, DEFAULT_HOST, DEFAULT_PORT, type FerryClient } from '../i
 import { parseDuration, parseDurationOrZero, parsePort } from './units.js';
 import { defaultStateDir } from '../media/resume-book.js';
 import fs from 'node:fs';
-import { startInspection } from './inspect.js';
 import { parseSwitch, UsageError } from './settings.js';
 
 export interface CommonClientOptions {
@@ -51,7 +50,8 @@ export interface OpenedClient {
 
 /** Builds a library client from the shared flags; says once on stderr when it waits for the server. */
 export async function openClient(options: CommonClientOptions, extra: { rateLimit?: number; quietWaiting?: boolean } = {}): Promise<OpenedClient> {
-  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect, options.token ? [options.token] : []);
+  // Loaded only when asked for: it brings a WebSocket stack that every other run can do without.
+  const inspection = options.inspect === undefined ? undefined : await (await import('./inspect.js')).startInspection(options.inspect, options.token ? [options.token] : []);
   let ca: Buffer | undefined;
   if (options.tlsCa) {
     try {

@@ -1,5 +1,8 @@
 import { pino, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import { createRequire } from 'node:module';
+import type PinoPretty from 'pino-pretty';
+
+const require = createRequire(import.meta.url);
 
 /**
  * The server's logger: JSON lines when stdout is not a terminal (for machines), pretty when it is
@@ -16,6 +19,8 @@ export function createLogger(level: string, destination: NodeJS.WritableStream &
     },
   };
   if (destination.isTTY) {
+    // Loaded only for a terminal: JSON lines need none of it.
+    const pretty = require('pino-pretty') as typeof PinoPretty;
     return pino(options, pretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname', destination: 1 }));
   }
   return pino(options, destination === process.stdout ? pino.destination({ dest: 1, sync: true }) : destination);

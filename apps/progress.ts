@@ -1,11 +1,15 @@
 import path from 'node:path';
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgressTypes from 'cli-progress';
+
+const require = createRequire(import.meta.url);
 import { formatBytes } from './units.js';
 
 /** Progress bars on stderr for uploads; a no-op when stderr is not a terminal. */
 export class UploadProgress {
+  // Loaded only for a terminal.
   private readonly bars = process.stderr.isTTY
-    ? new cliProgress.MultiBar(
+    ? new (require('cli-progress') as typeof cliProgressTypes).MultiBar(
         {
           stream: process.stderr,
           format: ' {name} |{bar}| {percentage}% {done}/{size} {rate}/s ETA {eta_formatted}',
@@ -15,10 +19,10 @@ export class UploadProgress {
           etaBuffer: 50,
           fps: 10,
         },
-        cliProgress.Presets.shades_classic,
+        (require('cli-progress') as typeof cliProgressTypes).Presets.shades_classic,
       )
     : undefined;
-  private readonly active = new Map<string, { bar: cliProgress.SingleBar; started: number }>();
+  private readonly active = new Map<string, { bar: cliProgressTypes.SingleBar; started: number }>();
 
   update(file: string, sent: number, total: number): void {
     if (!this.bars) return;

@@ -2,7 +2,6 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
 import { createLogger } from './logger.js';
-import { startInspection } from './inspect.js';
 import fs from 'node:fs';
 import { applyConfigFile, applySwitchesFromEnv, UsageError } from './settings.js';
 import { formatBytes, parseCount, parseDuration, parseDurationOrZero, parsePort, parseSize } from './units.js';
@@ -107,7 +106,7 @@ async function serve(options: ServeOptions): Promise<void> {
     throw new UsageError('TLS needs both --tls-cert and --tls-key.');
   }
   const tls = options.tlsCert && options.tlsKey ? { cert: readPem(options.tlsCert, '--tls-cert'), key: readPem(options.tlsKey, '--tls-key') } : undefined;
-  const inspection = options.inspect === undefined ? undefined : await startInspection(options.inspect, options.token ? [options.token] : []);
+  const inspection = options.inspect === undefined ? undefined : await (await import('./inspect.js')).startInspection(options.inspect, options.token ? [options.token] : []);
   if (inspection) log.info({ event: 'inspecting', url: inspection.url }, inspection.description);
   const uploadDir = path.resolve(options.uploadDir);
   const server = createServer({

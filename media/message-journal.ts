@@ -73,6 +73,8 @@ export class MessageJournal {
     if (!known || known.high < id) this.#clients.set(clientId, { high: id, seenAt: now });
     if (this.#fd === undefined) return;
     try {
+      // Written before the acknowledgement goes out, one line per message: a record the kernel has
+      // survives a SIGKILL of the server.
       fs.writeSync(this.#fd, `${clientId} ${id} ${now}\n`);
       if (++this.#lines >= this.#compactAfter) this.#compact();
     } catch (err) {

@@ -1,4 +1,3 @@
-import { fileTypeFromFile } from 'file-type';
 
 export type MediaKind = 'image' | 'audio' | 'video';
 
@@ -14,6 +13,8 @@ export interface SniffResult {
  * counts; everything else is not media.
  */
 export async function sniffMedia(filePath: string): Promise<SniffResult> {
+  // Loaded on first use: only a server that opens media needs it.
+  const { fileTypeFromFile } = await import('file-type');
   const type = await fileTypeFromFile(filePath);
   if (!type) return { kind: undefined };
   const top = type.mime.split('/')[0];

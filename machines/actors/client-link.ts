@@ -114,6 +114,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
   let heartbeat: ReturnType<typeof setInterval> | undefined;
   let heard = false;
   let silentBeats = 0;
+  let corked = false;
 
   const goDown = (error: FerryError) => {
     if (down) return;
@@ -304,7 +305,18 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     if (down) return;
     switch (command.type) {
       case 'send-message':
-        transport?.write(encode.message(command.id, command.text));
+        if (!transport) break;
+        // Messages handed over together leave in one write: corked until the tick ends.
+        if (!corked) {
+          corked = true;
+          const t = transport;
+          t.cork();
+          process.nextTick(() => {
+            corked = false;
+            t.uncork();
+          });
+        }
+        transport.write(encode.message(command.id, command.text));
         break;
       case 'offer-upload':
         void offer(command.id, command.path, command.name, command.open === true);

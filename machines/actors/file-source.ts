@@ -22,6 +22,7 @@ export interface FileSourceOptions {
 }
 
 const CHUNK = 256 * 1024;
+const MAX_IN_FLIGHT = 4 * CHUNK;
 
 /**
  * Streams a file as DATA frames: each chunk is read once, hashed once and written behind a 5-byte
@@ -69,7 +70,9 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
       }
       sent += chunk.length;
       opts.onProgress(sent);
-      if (!more) await writable(transport, signal);
+      // A socket says "full" past 16 KiB; waiting for every drain would stall the disk read behind
+      // each chunk. Allow a few chunks in flight, still bounded, then wait.
+      if (!more && transport.writableLength >= MAX_IN_FLIGHT) await writable(transport, signal);
       if (rateLimit) await pace(started + ((sent - offset) / rateLimit) * 1000, signal);
     }
   } catch (err) {

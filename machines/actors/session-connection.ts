@@ -215,10 +215,21 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
 
     transport.on('data', onData).on('end', onEnd).on('close', onClose).on('error', onError).on('drain', onDrain);
 
+    // Replies made while handling one batch of input leave in one write, when the tick ends.
+    let corked = false;
+    const uncork = () => {
+      corked = false;
+      transport.uncork();
+    };
     const write = (reply: SessionReply) => {
       if (transport.destroyed || !codec) return;
       const bytes = codec.replies.encode(reply);
       if (bytes === undefined) return;
+      if (!corked) {
+        corked = true;
+        transport.cork();
+        process.nextTick(uncork);
+      }
       transport.write(bytes);
       if (transport.writableLength > maxPending && !writeBlocked) {
         writeBlocked = true;
