@@ -49,6 +49,8 @@ export type ClientLinkCommand =
   | { type: 'close'; sayExit?: boolean };
 
 const PROGRESS_STEP = 1024 * 1024;
+/** Uploads smaller than this are not resumable: starting over costs less than the bookkeeping. */
+export const RESUME_MIN_BYTES = 1024 * 1024;
 
 /** Turns a dial or socket failure into one sentence a person can act on. */
 export function describeNetworkError(err: unknown): FerryError {
@@ -91,7 +93,6 @@ interface OpenUpload {
   id: number;
   path: string;
   size: number;
-  key: string;
   abort: AbortController;
 }
 
@@ -246,20 +247,21 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
 
   const offer = async (id: number, filePath: string, name: string, open: boolean) => {
     let size: number;
-    let key: string;
+    let key: string | undefined;
     try {
       const stat = await fs.stat(filePath);
       if (!stat.isFile()) throw new Error('not a regular file');
       size = stat.size;
-      key = await input.book.keyFor({ path: filePath, size, mtimeMs: stat.mtimeMs }, input.server);
+      // Small files are cheaper to send again than to keep books on.
+      key = size >= RESUME_MIN_BYTES ? await input.book.keyFor({ path: filePath, size, mtimeMs: stat.mtimeMs }, input.server) : undefined;
     } catch (err) {
       sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_LOCAL_FILE', `${filePath} cannot be read (${(err as Error).message}); check the path.`) });
       return;
     }
     if (down || !transport) return;
-    upload = { id, path: filePath, size, key, abort: new AbortController() };
-    uploadKeys.set(id, key);
-    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size, key, ...(open ? { open: true } : {}) }));
+    upload = { id, path: filePath, size, abort: new AbortController() };
+    if (key !== undefined) uploadKeys.set(id, key);
+    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size, ...(key !== undefined ? { key } : {}), ...(open ? { open: true } : {}) }));
     sendBack({ type: 'upload.offered', id, size });
   };
 
