@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
+import { bytewise, feedAll, normalise, plain, splitAt } from './helpers/tokens.js';
 import { ErrorCodes, ProtocolError, type ErrorCode } from '../transport/errors.js';
 import { DEFAULT_LIMITS, type ServerToken, type UploadResultInfo } from '../transport/frames.js';
 import {
@@ -30,29 +31,6 @@ function cat(...parts: (Buffer | string)[]): Buffer {
   return Buffer.concat(parts.map((p) => (typeof p === 'string' ? b(p) : p)));
 }
 
-function feedAll(decoder: LegacyServerDecoder, chunks: readonly Buffer[]): ServerToken[] {
-  const out: ServerToken[] = [];
-  for (const chunk of chunks) out.push(...decoder.feed(chunk));
-  return out;
-}
-
-/** Cuts `buf` at the given positions (any order, duplicates and out-of-range values allowed). */
-function splitAt(buf: Buffer, cuts: readonly number[]): Buffer[] {
-  const points = [...new Set(cuts.filter((c) => c > 0 && c < buf.length))].sort((x, y) => x - y);
-  const out: Buffer[] = [];
-  let start = 0;
-  for (const p of points) {
-    out.push(buf.subarray(start, p));
-    start = p;
-  }
-  out.push(buf.subarray(start));
-  return out;
-}
-
-function bytewise(buf: Buffer): Buffer[] {
-  return Array.from({ length: buf.length }, (_, i) => buf.subarray(i, i + 1));
-}
-
 /** Whole, one byte at a time, and cut in two at every point. */
 function chunkings(buf: Buffer): { label: string; chunks: Buffer[] }[] {
   const out = [
@@ -61,30 +39,6 @@ function chunkings(buf: Buffer): { label: string; chunks: Buffer[] }[] {
   ];
   for (let i = 1; i < buf.length; i++) out.push({ label: `split at ${i}`, chunks: splitAt(buf, [i]) });
   return out;
-}
-
-/** Buffers become `hex:…` strings, recursively, so tokens compare by content and diff readably. */
-function plain(value: unknown): unknown {
-  if (Buffer.isBuffer(value)) return `hex:${value.toString('hex')}`;
-  if (Array.isArray(value)) return value.map(plain);
-  if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]));
-  }
-  return value;
-}
-
-/** Merges consecutive data tokens (their chunking depends on how the bytes arrived), then `plain`s. */
-function normalise(tokens: readonly ServerToken[]): unknown[] {
-  const merged: ServerToken[] = [];
-  for (const token of tokens) {
-    const last = merged[merged.length - 1];
-    if (token.type === 'data' && last?.type === 'data') {
-      merged[merged.length - 1] = { type: 'data', chunk: Buffer.concat([last.chunk, token.chunk]) };
-    } else {
-      merged.push(token);
-    }
-  }
-  return merged.map(plain);
 }
 
 /** Feeds `stream` every way and expects the same tokens each time; also that the decoder ends idle. */

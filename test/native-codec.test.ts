@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
+import { bytewise, feedAll, normalise, plain, splitAt } from './helpers/tokens.js';
 import { detectFormat } from '../transport/detect.js';
 import { ErrorCodes, ProtocolError, type ErrorCode } from '../transport/errors.js';
 import {
@@ -24,54 +25,6 @@ type Token = ServerToken | ClientToken;
 interface Decoder<T> {
   feed(chunk: Buffer): T[];
   readonly idle: boolean;
-}
-
-/** Feeds every chunk in order and returns all tokens (throws what the decoder throws). */
-function feedAll<T>(decoder: Decoder<T>, chunks: readonly Buffer[]): T[] {
-  const out: T[] = [];
-  for (const chunk of chunks) out.push(...decoder.feed(chunk));
-  return out;
-}
-
-/** Cuts `buf` at the given positions (any order, duplicates and out-of-range values allowed). */
-function splitAt(buf: Buffer, cuts: readonly number[]): Buffer[] {
-  const points = [...new Set(cuts.filter((c) => c > 0 && c < buf.length))].sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let start = 0;
-  for (const p of points) {
-    out.push(buf.subarray(start, p));
-    start = p;
-  }
-  out.push(buf.subarray(start));
-  return out;
-}
-
-function bytewise(buf: Buffer): Buffer[] {
-  return Array.from({ length: buf.length }, (_, i) => buf.subarray(i, i + 1));
-}
-
-/** Buffers become `hex:…` strings, recursively, so tokens compare by content and diff readably. */
-function plain(value: unknown): unknown {
-  if (Buffer.isBuffer(value)) return `hex:${value.toString('hex')}`;
-  if (Array.isArray(value)) return value.map(plain);
-  if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]));
-  }
-  return value;
-}
-
-/** Merges consecutive data tokens (how DATA is chunked depends on how the bytes arrived), then `plain`s. */
-function normalise(tokens: readonly Token[]): unknown[] {
-  const merged: Token[] = [];
-  for (const token of tokens) {
-    const last = merged[merged.length - 1];
-    if (token.type === 'data' && last?.type === 'data') {
-      merged[merged.length - 1] = { type: 'data', chunk: Buffer.concat([last.chunk, token.chunk]) };
-    } else {
-      merged.push(token);
-    }
-  }
-  return merged.map(plain);
 }
 
 /** Runs `fn` and returns what it threw; fails the test if it did not throw. */
