@@ -495,7 +495,7 @@ describe('TLS', () => {
 
   it('a plain client against a TLS server fails with a sentence that mentions --tls', async () => {
     const { port } = await serveCli(['--tls-cert', certs.main.cert, '--tls-key', certs.main.key]);
-    // A short --retry-for: the closed handshake is treated as retryable (see the report).
+    // A short --retry-for: a connection closed during the handshake looks like a restart, so it is retried.
     const run = await runCli(['msg', 'hi', '--port', String(port), '--json', '--retry-for', '1s', '--retry-initial', '50ms', '--retry-max', '200ms']);
     expect(run.code).toBe(1);
     expect(jsonError(run.stdout).message).toMatch(/--tls/);
