@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import type { ErrorCode } from '../transport/errors.js';
 import { FerryError } from '../transport/errors.js';
 import { launch, type MediaApps } from './launcher.js';
@@ -49,10 +52,53 @@ export async function openMedia(filePath: string, settings: OpenSettings, rateLi
     return refused('E_RATE_LIMITED', `More than ${settings.perMinute} files were opened in the last minute; wait a little and ask again.`, { kind, mime: mime! });
   }
   try {
-    const launched = await launch(settings.apps[kind], filePath);
+    const launched = await launch(settings.apps[kind], await pathForItsContent(filePath, sniffed.ext));
     return { opened: true, kind, mime: mime!, app: launched.app, pid: launched.pid };
   } catch (err) {
     const error = err instanceof FerryError ? err : new FerryError('E_LAUNCH_FAILED', String(err));
     return refused(error.code, error.message, { kind, mime: mime! });
+  }
+}
+
+/** Other spellings of the extensions file-type reports. */
+const SAME_EXTENSION: Record<string, string[]> = {
+  jpg: ['jpg', 'jpeg', 'jpe', 'jfif'],
+  tif: ['tif', 'tiff'],
+  mp4: ['mp4', 'm4v'],
+  mov: ['mov', 'qt'],
+  ogg: ['ogg', 'oga', 'ogv'],
+  mkv: ['mkv', 'mk3d'],
+};
+
+/**
+ * The path to hand the app. Desktop openers (xdg-open, open) choose the program by the name's
+ * extension, so a file whose name says `.desktop` or `.jar` but whose content is a PNG must not be
+ * opened under that name: it is opened through a hard link in `.ferry/open/` named with the
+ * extension of what it really is.
+ */
+async function pathForItsContent(filePath: string, ext: string | undefined): Promise<string> {
+  if (!ext) return filePath;
+  const own = path.extname(filePath).slice(1).toLowerCase();
+  if ((SAME_EXTENSION[ext] ?? [ext]).includes(own)) return filePath;
+  const dir = path.join(path.dirname(filePath), '.ferry', 'open');
+  await fs.mkdir(dir, { recursive: true });
+  await forgetOldLinks(dir);
+  const alias = path.join(dir, `${randomBytes(8).toString('hex')}.${ext}`);
+  try {
+    await fs.link(filePath, alias);
+  } catch {
+    await fs.copyFile(filePath, alias, fs.constants.COPYFILE_EXCL);
+  }
+  return alias;
+}
+
+/** Links older than a day have served their purpose. */
+async function forgetOldLinks(dir: string): Promise<void> {
+  const now = Date.now();
+  for (const entry of await fs.readdir(dir).catch(() => [] as string[])) {
+    const full = path.join(dir, entry);
+    const stat = await fs.stat(full).catch(() => undefined);
+    // ctime, not mtime: making the link touches the inode, while mtime is the upload's own age.
+    if (stat && now - stat.ctimeMs > 24 * 3600_000) await fs.rm(full, { force: true }).catch(() => undefined);
   }
 }

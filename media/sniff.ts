@@ -5,6 +5,8 @@ export interface SniffResult {
   kind: MediaKind | undefined;
   /** The detected MIME type, when the content was recognised at all. */
   mime?: string;
+  /** The file extension that goes with the detected content (`png`, `jpg`, `mp4`, …). */
+  ext?: string;
 }
 
 /**
@@ -19,5 +21,5 @@ export async function sniffMedia(filePath: string): Promise<SniffResult> {
   if (!type) return { kind: undefined };
   const top = type.mime.split('/')[0];
   const kind = top === 'image' || top === 'audio' || top === 'video' ? top : undefined;
-  return { kind, mime: type.mime };
+  return { kind, mime: type.mime, ext: type.ext };
 }

@@ -145,7 +145,7 @@ describe('media fixtures', () => {
 describe('sniffMedia', () => {
   it.each(MEDIA_FIXTURES)('$label → $kind', async ({ ext, build, kind, fileType }) => {
     const file = writeFixture(scratch(), `sample.${ext}`, build());
-    expect(await sniffMedia(file)).toEqual({ kind, mime: fileType.mime });
+    expect(await sniffMedia(file)).toEqual({ kind, mime: fileType.mime, ext: fileType.ext });
   });
 
   it('decides by content, never by name: a text file called x.png is not media', async () => {
@@ -155,12 +155,12 @@ describe('sniffMedia', () => {
 
   it('a recognised file that is not media (gzip) has a MIME type but no kind', async () => {
     const file = writeFixture(scratch(), 'photo.jpg', zlib.gzipSync(Buffer.from('hello')));
-    expect(await sniffMedia(file)).toEqual({ kind: undefined, mime: 'application/gzip' });
+    expect(await sniffMedia(file)).toEqual({ kind: undefined, mime: 'application/gzip', ext: 'gz' });
   });
 
   it('a PNG called notes.txt is an image', async () => {
     const file = writeFixture(scratch(), 'notes.txt', pngBytes());
-    expect(await sniffMedia(file)).toEqual({ kind: 'image', mime: 'image/png' });
+    expect(await sniffMedia(file)).toEqual({ kind: 'image', mime: 'image/png', ext: 'png' });
   });
 
   it('an empty file is not media', async () => {
@@ -458,7 +458,23 @@ describe('opening over loopback (createServer/createClient)', () => {
     const result = await c.upload(writeFixture(src, 'picture.png', wavBytes()), { open: true });
     expect(result.opened).toMatchObject({ opened: true, kind: 'audio', mime: 'audio/wav' });
     const [run] = await waitForRuns(log, 1);
-    expect(run!.argv).toEqual([log, 'audio-app', path.join(uploadDir, 'picture.png')]);
+    // Desktop openers go by the name's extension, so the app gets the file under a name that says
+    // what it is: a link in .ferry/open/ ending in .wav, to the very same bytes.
+    const opened = run!.argv[2]!;
+    expect(run!.argv.slice(0, 2)).toEqual([log, 'audio-app']);
+    expect(path.dirname(opened)).toBe(path.join(uploadDir, '.ferry', 'open'));
+    expect(opened).toMatch(/\.wav$/);
+    expect(fs.statSync(opened).ino).toBe(fs.statSync(path.join(uploadDir, 'picture.png')).ino);
+  });
+
+  it('a PNG named like a launcher file (.desktop) is opened under a .png name, never its own', async () => {
+    const { port, uploadDir, log, src } = await startServer();
+    const c = client(port);
+    const result = await c.upload(writeFixture(src, 'evil.desktop', pngBytes()), { open: true });
+    expect(result.opened).toMatchObject({ opened: true, kind: 'image' });
+    const [run] = await waitForRuns(log, 1);
+    expect(run!.argv[2]).toMatch(/\.png$/);
+    expect(run!.argv[2]).not.toBe(path.join(uploadDir, 'evil.desktop'));
   });
 
   it('an upload without open:true launches nothing and has no `opened`', async () => {
