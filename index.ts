@@ -335,6 +335,24 @@ export function createClient(options: ClientOptions = {}): FerryClient {
     return undefined;
   }
 
+  // Messages made in one tick (say, as the acks of a batch resolve their promises) go to the
+  // machine as one event; anything else handed over first sends them, so the order holds.
+  let outbox: { id: number; text: string }[] = [];
+  let outboxScheduled = false;
+  function sendOutbox() {
+    outboxScheduled = false;
+    const messages = outbox;
+    outbox = [];
+    if (actor.getSnapshot().status !== 'active') {
+      // The client finished in between (it gave up, or failed for good): these can go nowhere.
+      const error = actor.getSnapshot().context.lastError ?? new FerryError('E_CLOSED', 'This client is closed; create a new one.');
+      for (const m of messages) settle(m.id, (p) => p.reject(error));
+      return;
+    }
+    if (messages.length === 1) actor.send({ type: 'message', ...messages[0]! });
+    else if (messages.length > 1) actor.send({ type: 'messages', messages });
+  }
+
   function track<T>(id: number, extra: Partial<Settle> = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       pending.set(id, { resolve: resolve as (v: unknown) => void, reject, ...extra });
@@ -354,7 +372,11 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       if (refused) return Promise.reject(refused);
       const id = nextId++;
       const result = track<string>(id);
-      actor.send({ type: 'message', id, text });
+      outbox.push({ id, text });
+      if (!outboxScheduled) {
+        outboxScheduled = true;
+        queueMicrotask(sendOutbox);
+      }
       return result;
     },
     upload(filePath: string, uploadOptions: UploadOptions = {}) {
@@ -362,6 +384,7 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       if (refused) return Promise.reject(refused);
       const id = nextId++;
       const result = track<UploadResult>(id, { file: filePath, ...(uploadOptions.onProgress ? { onProgress: uploadOptions.onProgress } : {}) });
+      sendOutbox();
       actor.send({ type: 'upload', id, path: filePath, ...(uploadOptions.name ? { name: uploadOptions.name } : {}), ...(uploadOptions.open ? { open: true } : {}) });
       return result;
     },
@@ -370,12 +393,14 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       if (refused) return Promise.reject(refused);
       const id = nextId++;
       const result = track<OpenResultInfo>(id);
+      sendOutbox();
       actor.send({ type: 'open', id, name });
       return result;
     },
     async close(closeOptions = {}) {
       closed = true;
       if (!started || actor.getSnapshot().status !== 'active') return;
+      sendOutbox();
       actor.send({ type: 'close', ...(closeOptions.sayExit ? { sayExit: true } : {}) });
       await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
     },

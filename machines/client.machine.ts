@@ -71,6 +71,8 @@ export interface ClientContext {
 export type ClientEvent =
   | ClientLinkEvent
   | { type: 'message'; id: number; text: string }
+  /** Several messages handed over together (the library groups those made in one tick). */
+  | { type: 'messages'; messages: { id: number; text: string }[] }
   | { type: 'upload'; id: number; path: string; name?: string; open?: boolean }
   | { type: 'open'; id: number; name: string }
   | { type: 'close'; sayExit?: boolean };
@@ -113,7 +115,19 @@ function serverError(info: ErrorInfo): FerryError {
 }
 
 function messageTooLarge(text: string, limits: Limits): boolean {
-  return Buffer.byteLength(text, 'utf8') > limits.maxMessage;
+  // A string's UTF-8 form is at most three bytes per UTF-16 unit: short ones need no counting.
+  return text.length * 3 > limits.maxMessage && Buffer.byteLength(text, 'utf8') > limits.maxMessage;
+}
+
+function tooLargeError(limits: Limits): FerryError {
+  return new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${limits.maxMessage} bytes; send a file instead.`);
+}
+
+/** The messages a `message` or `messages` event carries. */
+function messagesIn(event: ClientEvent): { id: number; text: string }[] {
+  if (event.type === 'message') return [{ id: event.id, text: event.text }];
+  if (event.type === 'messages') return event.messages;
+  return [];
 }
 
 /**
@@ -161,36 +175,59 @@ export const clientMachine = setup({
       id: 'id' in event ? (event.id as number) : -1,
       error: new FerryError('E_CONNECTION_LOST', `${context.maxQueued} items are already waiting for the server; wait for them before adding more.`),
     })),
+    /** Queues the messages of a batch while there is room; the rest fail at once, as single ones would. */
+    enqueueMessages: enqueueActions(({ context, event, enqueue }) => {
+      const messages = messagesIn(event);
+      const room = Math.max(0, context.maxQueued - context.queue.length - context.inflight.length);
+      const error = new FerryError('E_CONNECTION_LOST', `${context.maxQueued} items are already waiting for the server; wait for them before adding more.`);
+      for (const m of messages.slice(room)) enqueue.emit({ type: 'failed', id: m.id, error });
+      if (room > 0) enqueue.assign({ queue: [...context.queue, ...messages.slice(0, room).map((m) => ({ kind: 'message' as const, id: m.id, text: m.text }))] });
+    }),
     refuseTooLarge: emit(({ event, context }) => ({
       type: 'failed' as const,
       id: 'id' in event ? (event.id as number) : -1,
-      error: new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${context.serverLimits.maxMessage} bytes; send a file instead.`),
+      error: tooLargeError(context.serverLimits),
     })),
     /** Sends every request at the head of the queue, stopping at the first upload. */
     flushMessages: enqueueActions(({ context, enqueue }) => {
       const sent: RequestJob[] = [];
+      // Consecutive messages leave as one command; an open request keeps its place between them.
+      let run: MessageJob[] = [];
+      const endRun = () => {
+        if (run.length > 0) enqueue.sendTo('link', { type: 'send-messages', messages: run.map((m) => ({ id: m.id, text: m.text })) });
+        run = [];
+      };
       let i = 0;
       for (; i < context.queue.length; i++) {
         const job = context.queue[i]!;
         if (job.kind === 'upload') break;
         if (job.kind === 'open') {
+          endRun();
           enqueue.sendTo('link', { type: 'send-open', id: job.id, name: job.name });
           sent.push(job);
           continue;
         }
         if (messageTooLarge(job.text, context.serverLimits)) {
-          enqueue.emit({ type: 'failed', id: job.id, error: new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${context.serverLimits.maxMessage} bytes; send a file instead.`) });
+          enqueue.emit({ type: 'failed', id: job.id, error: tooLargeError(context.serverLimits) });
           continue;
         }
-        enqueue.sendTo('link', { type: 'send-message', id: job.id, text: job.text });
+        run.push(job);
         sent.push(job);
       }
+      endRun();
       if (i > 0) enqueue.assign({ queue: context.queue.slice(i), inflight: [...context.inflight, ...sent] });
     }),
-    sendMessageNow: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'message') return;
-      enqueue.sendTo('link', { type: 'send-message', id: event.id, text: event.text });
-      enqueue.assign({ inflight: [...context.inflight, { kind: 'message', id: event.id, text: event.text }] });
+    /** Sends a message, or a batch of them in one command; any too large for the server fail alone. */
+    sendMessagesNow: enqueueActions(({ context, event, enqueue }) => {
+      const messages = messagesIn(event);
+      const sending: MessageJob[] = [];
+      for (const m of messages) {
+        if (messageTooLarge(m.text, context.serverLimits)) enqueue.emit({ type: 'failed', id: m.id, error: tooLargeError(context.serverLimits) });
+        else sending.push({ kind: 'message', id: m.id, text: m.text });
+      }
+      if (sending.length === 0) return;
+      enqueue.sendTo('link', { type: 'send-messages', messages: sending.map((m) => ({ id: m.id, text: m.text })) });
+      enqueue.assign({ inflight: [...context.inflight, ...sending] });
     }),
     sendOpenNow: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'open') return;
@@ -203,11 +240,18 @@ export const clientMachine = setup({
       enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== event.id) });
       enqueue.emit({ type: 'opened', id: event.id, result: event.result });
     }),
-    settleMessage: enqueueActions(({ context, event, enqueue }) => {
+    /** Settles every acknowledged message that is still in flight (acks from one read come together). */
+    settleMessages: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'server.ack') return;
-      if (!context.inflight.some((m) => m.id === event.id)) return;
-      enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== event.id) });
-      enqueue.emit({ type: 'reply', id: event.id, text: event.text });
+      const waiting = new Set<number>();
+      for (const job of context.inflight) if (job.kind === 'message') waiting.add(job.id);
+      const settled = new Set<number>();
+      for (const ack of event.acks) {
+        if (!waiting.has(ack.id) || settled.has(ack.id)) continue;
+        settled.add(ack.id);
+        enqueue.emit({ type: 'reply', id: ack.id, text: ack.text });
+      }
+      if (settled.size > 0) enqueue.assign({ inflight: context.inflight.filter((m) => !settled.has(m.id)) });
     }),
     failMessage: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'server.error' || event.error.id === undefined) return;
@@ -288,11 +332,11 @@ export const clientMachine = setup({
       enqueue.assign({ queue: [], inflight: [], current: undefined, lastError: clean ? undefined : error });
       enqueue.emit({ type: 'disconnected', error: clean ? undefined : error });
     }),
-    refuseClosing: emit(({ event }) => ({
-      type: 'failed' as const,
-      id: 'id' in event ? (event.id as number) : -1,
-      error: new FerryError('E_CLOSED', 'The client is closing; nothing more can be sent on it.'),
-    })),
+    refuseClosing: enqueueActions(({ event, enqueue }) => {
+      const error = new FerryError('E_CLOSED', 'The client is closing; nothing more can be sent on it.');
+      const ids = event.type === 'messages' ? event.messages.map((m) => m.id) : ['id' in event ? (event.id as number) : -1];
+      for (const id of ids) enqueue.emit({ type: 'failed', id, error });
+    }),
     closeLink: sendTo('link', ({ event }) => ({ type: 'close' as const, sayExit: event.type === 'close' && event.sayExit === true })),
   },
 }).createMachine({
@@ -349,6 +393,7 @@ export const clientMachine = setup({
           on: {
             'link.up': { target: 'connected', actions: ['assignWelcome', 'markUp', 'emitConnected'] },
             message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+            messages: { actions: 'enqueueMessages' },
             upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
             open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
             close: { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
@@ -358,7 +403,7 @@ export const clientMachine = setup({
           description: 'Talking to the server: messages go out at once, uploads one at a time.',
           initial: 'idle',
           on: {
-            'server.ack': { actions: 'settleMessage' },
+            'server.ack': { actions: 'settleMessages' },
             'server.opened': { actions: 'settleOpen' },
             'server.error': { actions: 'failMessage' },
             close: { target: 'closing' },
@@ -369,7 +414,8 @@ export const clientMachine = setup({
               entry: 'flushMessages',
               always: { guard: 'nextIsUpload', target: 'uploading', actions: 'takeUpload' },
               on: {
-                message: [{ guard: 'tooLarge', actions: 'refuseTooLarge' }, { actions: 'sendMessageNow' }],
+                message: [{ guard: 'tooLarge', actions: 'refuseTooLarge' }, { actions: 'sendMessagesNow' }],
+                messages: { actions: 'sendMessagesNow' },
                 open: { actions: 'sendOpenNow' },
                 upload: { target: 'idle', reenter: true, actions: 'enqueueJob' },
               },
@@ -379,6 +425,7 @@ export const clientMachine = setup({
               entry: 'offerUpload',
               on: {
                 message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+                messages: { actions: 'enqueueMessages' },
                 upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
                 open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
                 'upload.offered': { guard: 'isCurrentUpload', actions: 'emitUploadStarted' },
@@ -400,9 +447,10 @@ export const clientMachine = setup({
           entry: 'closeLink',
           on: {
             message: { actions: 'refuseClosing' },
+            messages: { actions: 'refuseClosing' },
             upload: { actions: 'refuseClosing' },
             open: { actions: 'refuseClosing' },
-            'server.ack': { actions: 'settleMessage' },
+            'server.ack': { actions: 'settleMessages' },
             'server.opened': { actions: 'settleOpen' },
             'server.error': { actions: 'failMessage' },
             'link.down': { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
@@ -417,6 +465,7 @@ export const clientMachine = setup({
       after: { backoff: { target: 'online' } },
       on: {
         message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+        messages: { actions: 'enqueueMessages' },
         upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
         open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
         close: { target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },

@@ -35,6 +35,8 @@ function hostOf(remote: string): string {
 export interface HandledMessages {
   seen(clientId: string, id: number): boolean;
   record(clientId: string, id: number): void;
+  /** Makes the records so far durable; called before any acknowledgement is sent. */
+  flush?(): void;
 }
 
 export interface SessionInput {
@@ -136,8 +138,8 @@ export type SessionEmitted =
   | { type: 'message'; id: number; text: string }
   | { type: 'file-saved'; saved: SavedFile };
 
-type TokenType = ServerToken['type'];
-const conversationTokens: TokenType[] = ['hello', 'auth', 'message-header', 'message', 'upload-offer', 'data', 'upload-end', 'open-request', 'bye'];
+type TokenType = ServerToken['type'] | 'messages';
+const conversationTokens: TokenType[] = ['hello', 'auth', 'message-header', 'message', 'messages', 'upload-offer', 'data', 'upload-end', 'open-request', 'bye'];
 
 /** Transitions that refuse every conversation token a state does not expect. */
 function refuseOthers(expected: TokenType[]) {
@@ -146,6 +148,14 @@ function refuseOthers(expected: TokenType[]) {
     if (!expected.includes(type)) on[type] = { target: '#session.closing', actions: { type: 'refuseUnexpected' } };
   }
   return on;
+}
+
+function recordMessages(context: SessionContext, fresh: { id: number; text: string }[], resent: number[]): void {
+  for (const m of fresh) {
+    context.log.info({ event: 'message', id: m.id, text: m.text }, 'message');
+    if (context.clientId !== undefined) context.journal.record(context.clientId, m.id);
+  }
+  for (const id of resent) context.log.debug({ event: 'duplicate-message', id }, 'message already handled; acknowledged again');
 }
 
 function errorReply(error: FerryError, id?: number): SessionReply {
@@ -207,6 +217,28 @@ export const sessionMachine = setup({
       // Recorded before the acknowledgement goes out: once acknowledged, it is known as handled.
       if (context.clientId !== undefined) context.journal.record(context.clientId, event.id);
     },
+    /** A run of whole messages from one read: each is handled (or recognised as a resend) and acknowledged, in order. */
+    handleMessages: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'messages') return;
+      const fresh: { id: number; text: string }[] = [];
+      const resent: number[] = [];
+      let highest = -Infinity;
+      for (const m of event.messages) {
+        // The same rule as the journal's: an id at or below one already handled is a resend.
+        if (context.clientId !== undefined && (m.id <= highest || context.journal.seen(context.clientId, m.id))) resent.push(m.id);
+        else {
+          fresh.push({ id: m.id, text: m.text });
+          highest = Math.max(highest, m.id);
+        }
+      }
+      // Logged and journalled when the actions run, not while the transition is worked out.
+      enqueue(() => recordMessages(context, fresh, resent));
+      enqueue.sendTo('connection', {
+        type: 'replies',
+        replies: event.messages.map((m) => ({ type: 'message-ack' as const, id: m.id, text: m.text, raw: m.raw })),
+      });
+      for (const m of fresh) enqueue.emit({ type: 'message', id: m.id, text: m.text });
+    }),
     logDuplicate: ({ context, event }) => {
       if (event.type !== 'message') return;
       context.log.debug({ event: 'duplicate-message', id: event.id }, 'message already handled; acknowledged again');
@@ -364,6 +396,7 @@ export const sessionMachine = setup({
       transport: context.transport,
       limits: context.limits,
       codecs: context.codecs,
+      ...(context.journal.flush ? { beforeSend: () => context.journal.flush!() } : {}),
       ...(context.timeouts.heartbeatMs ? { heartbeatMs: context.timeouts.heartbeatMs } : {}),
       ...(context.timeouts.idleMs ? { idleMs: context.timeouts.idleMs } : {}),
     }),
@@ -415,11 +448,12 @@ export const sessionMachine = setup({
       always: { guard: 'isDraining', target: 'closing', actions: 'closeGracefully' },
       on: {
         'message-header': { target: 'receivingBody' },
+        messages: { actions: 'handleMessages' },
         'upload-offer': { target: 'receivingFile', actions: 'assignUpload' },
         'open-request': { target: 'dispatchingMedia', actions: 'assignOpenRequest' },
         bye: { target: 'closing', actions: 'closeGracefully' },
         shutdown: { target: 'closing', actions: ['markDraining', 'closeGracefully'] },
-        ...refuseOthers(['message-header', 'upload-offer', 'open-request', 'bye']),
+        ...refuseOthers(['message-header', 'messages', 'upload-offer', 'open-request', 'bye']),
       },
     },
     receivingBody: {

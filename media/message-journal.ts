@@ -20,8 +20,10 @@ export interface MessageJournalOptions {
  * Which messages the server has already handled, per client, so a message resent after a
  * reconnect is acknowledged again but not handled twice. A client numbers its messages in the
  * order it sends them and resends in that order, so the highest id handled is the whole record.
- * Each record is appended before the acknowledgement goes out: a server killed with SIGKILL
- * still knows it after a restart (the kernel has the write). The file is rewritten, one line per
+ * Records are written before the acknowledgements go out: a server killed with SIGKILL still knows
+ * them after a restart (the kernel has the write). Records made while one batch of input is handled
+ * are collected and written together by `flush()`, which the connection calls before it sends
+ * anything, so a batch of 64 messages costs one write, not 64. The file is rewritten, one line per
  * client still within the retention, whenever it grows long.
  */
 export class MessageJournal {
@@ -31,6 +33,8 @@ export class MessageJournal {
   readonly #clients = new Map<string, ClientRecord>();
   #fd: number | undefined;
   #lines = 0;
+  /** Lines recorded but not yet written. */
+  #pending = '';
 
   constructor(options: MessageJournalOptions = {}) {
     this.#file = options.file;
@@ -66,17 +70,25 @@ export class MessageJournal {
     return known !== undefined && id <= known.high;
   }
 
-  /** Records a handled message; call before acknowledging it. */
+  /** Records a handled message; `flush()` must run before it is acknowledged. */
   record(clientId: string, id: number): void {
     const now = Date.now();
     const known = this.#clients.get(clientId);
     if (!known || known.high < id) this.#clients.set(clientId, { high: id, seenAt: now });
-    if (this.#fd === undefined) return;
+    if (this.#fd !== undefined) this.#pending += `${clientId} ${id} ${now}\n`;
+  }
+
+  /** Writes the records made since the last flush; call before sending their acknowledgements. */
+  flush(): void {
+    if (this.#pending === '' || this.#fd === undefined) return;
+    const lines = this.#pending;
+    this.#pending = '';
     try {
-      // Written before the acknowledgement goes out, one line per message: a record the kernel has
-      // survives a SIGKILL of the server.
-      fs.writeSync(this.#fd, `${clientId} ${id} ${now}\n`);
-      if (++this.#lines >= this.#compactAfter) this.#compact();
+      // Synchronous on purpose: a record the kernel has survives a SIGKILL of the server, and the
+      // acknowledgements it covers leave only after this returns.
+      fs.writeSync(this.#fd, lines);
+      this.#lines += countLines(lines);
+      if (this.#lines >= this.#compactAfter) this.#compact();
     } catch (err) {
       // A full disk must not end the session (or the server); the record still holds in memory,
       // so only a restart in this state could lose it.
@@ -88,6 +100,7 @@ export class MessageJournal {
   lastError: Error | undefined;
 
   close(): void {
+    this.flush();
     if (this.#fd !== undefined) fs.closeSync(this.#fd);
     this.#fd = undefined;
   }
@@ -95,6 +108,8 @@ export class MessageJournal {
   /** Rewrites the journal with one line per client still within the retention. */
   #compact(): void {
     if (!this.#file) return;
+    // The rewrite holds every record in memory, written or not.
+    this.#pending = '';
     const now = Date.now();
     for (const [clientId, record] of this.#clients) if (now - record.seenAt > this.#retentionMs) this.#clients.delete(clientId);
     const lines = [...this.#clients].map(([clientId, r]) => `${clientId} ${r.high} ${r.seenAt}\n`).join('');
@@ -105,4 +120,10 @@ export class MessageJournal {
     this.#fd = fs.openSync(this.#file, 'a');
     this.#lines = this.#clients.size;
   }
+}
+
+function countLines(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++;
+  return n;
 }

@@ -519,6 +519,92 @@ describe('client: fatal errors and closing', () => {
   });
 });
 
+describe('client: messages handed over together', () => {
+  it('sends every message of a batch, in order and nothing else, and settles every ack that arrives in one read in one step', async () => {
+    const h = start();
+    const conn = await h.connect();
+    const before = conn.clientEnd.writtenBytes;
+    h.actor.send({ type: 'messages', messages: [1, 2, 3].map((id) => ({ id, text: `m${id}` })) });
+    expect(await messages(conn, 3)).toEqual([1, 2, 3].map((id) => ({ id, text: `m${id}` })));
+    expect(conn.clientEnd.writtenBytes - before).toBe([1, 2, 3].reduce((n, id) => n + encode.message(id, `m${id}`).length, 0));
+    expect(h.actor.getSnapshot().context.inflight.map((j) => j.id)).toEqual([1, 2, 3]);
+
+    const acked = h.processed('server.ack');
+    conn.transport.write(Buffer.concat([1, 2, 3].map((id) => encode.messageAck(id, `m${id}`))));
+    // One event settled all three.
+    expect((await acked).context.inflight).toEqual([]);
+    expect(h.all('reply')).toEqual([1, 2, 3].map((id) => ({ type: 'reply', id, text: `m${id}` })));
+  });
+
+  it('fails only the messages of a batch that are over the server limit', async () => {
+    const h = start();
+    const conn = await h.connect('s', { maxMessage: 4, maxFrame: DEFAULT_LIMITS.maxFrame });
+    h.actor.send({ type: 'messages', messages: [{ id: 1, text: 'ok' }, { id: 2, text: 'too long' }, { id: 3, text: 'fine' }] });
+    expect(await h.next('failed')).toMatchObject({ id: 2, error: { code: 'E_MESSAGE_TOO_LARGE' } });
+    expect(await messages(conn, 2)).toEqual([
+      { id: 1, text: 'ok' },
+      { id: 3, text: 'fine' },
+    ]);
+  });
+
+  it('queues a batch while connecting as far as maxQueued allows and fails the rest', async () => {
+    const h = start({ maxQueued: 3 });
+    const conn = await h.server.next();
+    h.actor.send({ type: 'message', id: 1, text: 'first' });
+    h.actor.send({ type: 'messages', messages: [2, 3, 4, 5].map((id) => ({ id, text: `m${id}` })) });
+    expect(h.all('failed').map((e) => [e.id, e.error.code])).toEqual([
+      [4, 'E_CONNECTION_LOST'],
+      [5, 'E_CONNECTION_LOST'],
+    ]);
+    expect(h.actor.getSnapshot().context.queue.map((j) => j.id)).toEqual([1, 2, 3]);
+    await conn.handshake();
+    expect((await messages(conn, 3)).map((m) => m.id)).toEqual([1, 2, 3]);
+  });
+
+  it('keeps an open request in its place between queued messages', async () => {
+    const h = start();
+    const conn = await h.server.next();
+    h.actor.send({ type: 'messages', messages: [{ id: 1, text: 'a' }, { id: 2, text: 'b' }] });
+    h.actor.send({ type: 'open', id: 3, name: 'photo.jpg' });
+    h.actor.send({ type: 'messages', messages: [{ id: 4, text: 'c' }, { id: 5, text: 'd' }] });
+    await conn.handshake();
+    const order: string[] = [];
+    while (order.length < 5) {
+      const token = await conn.tokens.next(() => true, 'a frame');
+      if (token.type === 'message' || token.type === 'open-request') order.push(`${token.type}#${token.id}`);
+    }
+    expect(order).toEqual(['message#1', 'message#2', 'open-request#3', 'message#4', 'message#5']);
+  });
+
+  it('refuses each message of a batch handed over while closing', async () => {
+    const h = start();
+    const conn = await h.connect();
+    h.actor.send({ type: 'close' });
+    await conn.expect('bye');
+    h.actor.send({ type: 'messages', messages: [{ id: 7, text: 'late' }, { id: 8, text: 'later' }] });
+    expect(h.all('failed').map((e) => [e.id, e.error.code])).toEqual([
+      [7, 'E_CLOSED'],
+      [8, 'E_CLOSED'],
+    ]);
+    conn.transport.end();
+    expect(await h.next('disconnected')).toEqual({ type: 'disconnected', error: undefined });
+  });
+
+  it('resends a batch that was in flight when the connection dropped, in order, after the reconnect', async () => {
+    const h = start({ retry: { initialMs: 5, maxMs: 5 } });
+    const first = await h.connect();
+    h.actor.send({ type: 'messages', messages: [1, 2, 3].map((id) => ({ id, text: `m${id}` })) });
+    await messages(first, 3);
+    first.transport.reset();
+    const second = await h.server.next();
+    await second.handshake();
+    expect((await messages(second, 3)).map((m) => m.id)).toEqual([1, 2, 3]);
+    second.transport.write(Buffer.concat([1, 2, 3].map((id) => encode.messageAck(id, `m${id}`))));
+    for (const id of [1, 2, 3]) expect(await h.next('reply', (e) => e.id === id)).toMatchObject({ id });
+    expect(h.all('reply')).toHaveLength(3);
+  });
+});
+
 describe('backoffDelay', () => {
   const retry: RetryPolicy = { initialMs: 100, maxMs: 1_000, forMs: undefined };
 

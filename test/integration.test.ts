@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createClient, createServer, FerryError, type ClientOptions, type FerryClient, type FerryServer, type ServerOptions } from '../index.js';
 import type { ClientToken } from '../transport/frames.js';
@@ -239,6 +240,36 @@ describe('messages', () => {
     expect(await send('still here')).toBe('still here');
     expect(connects).toBe(1);
     expect(c.actor.getSnapshot().matches({ online: 'connected' })).toBe(true);
+  });
+
+  it('messages made in one tick reach the client machine as one event and keep their order around an upload', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { port } = await startServer({ logger });
+    const file = path.join(scratch(), 'between.bin');
+    await writeSeededFile(file, 4096, 5);
+    const events: string[] = [];
+    const c = client(port, {
+      inspect: (ev) => {
+        if (ev.type !== '@xstate.event' || ev.actorRef !== c.actor) return;
+        const e = ev.event as { type: string; messages?: { text: string }[]; text?: string };
+        if (e.type === 'messages') events.push(`messages(${e.messages!.map((m) => m.text).join(',')})`);
+        else if (e.type === 'message') events.push(`message(${e.text})`);
+        else if (e.type === 'upload') events.push('upload');
+      },
+    });
+    await c.connect();
+    const results = Promise.all([c.message('a'), c.message('b'), c.upload(file), c.message('c'), c.message('d')]);
+    const [a, b, uploaded, cc, d] = await results;
+    expect([a, b, cc, d]).toEqual(['a', 'b', 'c', 'd']);
+    expect(uploaded.savedAs).toBe('between.bin');
+    expect(events).toEqual(['messages(a,b)', 'upload', 'messages(c,d)']);
+    // The server handled them in the order they were made.
+    const order = lines.filter((l) => l.event === 'message' || l.event === 'file-saved').map((l) => (l.event === 'message' ? l.text : 'file'));
+    expect(order).toEqual(['a', 'b', 'file', 'c', 'd']);
+    // One message on its own still goes as a single event.
+    expect(await c.message('alone')).toBe('alone');
+    expect(events.at(-1)).toBe('message(alone)');
   });
 
   it('the server itself refuses an oversized message from a client that ignores its limit, and keeps serving', async () => {

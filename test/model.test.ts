@@ -116,7 +116,8 @@ function describeEvent(event: ModelEvent): string {
   if (e.type === 'link.down') return `${type}(${e.error!.code})`;
   if (e.type === 'auth') return `auth(${(e as { mac?: string }).mac === WRONG_MAC ? 'wrong' : 'right'})`;
   if (e.type === 'server.error') return `${type}(#${e.error!.id})`;
-  if (e.type === 'server.ack' || e.type === 'server.opened') return `${type}(#${e.id})`;
+  if (e.type === 'server.ack') return `${type}(${(e as { acks?: { id: number }[] }).acks!.map((a) => `#${a.id}`).join(',')})`;
+  if (e.type === 'server.opened') return `${type}(#${e.id})`;
   return type;
 }
 
@@ -149,6 +150,14 @@ const S = {
   pong: { type: 'pong', payload: Buffer.alloc(0) },
   messageHeader: { type: 'message-header', length: 2 },
   message: { type: 'message', id: 1, text: 'hi', raw: Buffer.from('hi') },
+  // Two whole messages in one read reach the session as one event.
+  messages: {
+    type: 'messages',
+    messages: [
+      { type: 'message', id: 2, text: 'm2', raw: Buffer.from('m2') },
+      { type: 'message', id: 3, text: 'm3', raw: Buffer.from('m3') },
+    ],
+  },
   offer: { type: 'upload-offer', offer: OFFER },
   openRequest: { type: 'open-request', id: 60, name: OFFER.name },
   data: { type: 'data', chunk: Buffer.from('ab') },
@@ -178,14 +187,14 @@ const S = {
  * events there are injected directly (marked with `inject`).
  */
 const sessionEvents: Record<string, readonly ModelEvent[]> = {
-  handshaking: [S.shutdown, S.hello, S.ping, S.pong, S.messageHeader, S.offer, S.openRequest, S.data, S.end, S.bye, S.peerGone, S.peerEnded, S.protocolError, S.timeout],
+  handshaking: [S.shutdown, S.hello, S.ping, S.pong, S.messageHeader, S.messages, S.offer, S.openRequest, S.data, S.end, S.bye, S.peerGone, S.peerEnded, S.protocolError, S.timeout],
   // The right answer depends on the challenge's nonce, so it is added per state (see sessionTraversal).
   authenticating: [S.wrongAuth, S.shutdown, S.hello, S.messageHeader, S.ping, S.peerGone, S.peerEnded, S.protocolError, S.authTimeout],
   refusing: [S.authDelay],
-  awaitingHeader: [S.shutdown, S.messageHeader, S.offer, S.openRequest, S.bye, S.hello, S.data, S.end, S.ping, S.pong, S.peerGone, S.peerEnded, S.protocolError],
+  awaitingHeader: [S.shutdown, S.messageHeader, S.messages, S.offer, S.openRequest, S.bye, S.hello, S.data, S.end, S.ping, S.pong, S.peerGone, S.peerEnded, S.protocolError],
   receivingBody: [S.message, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
   'receivingFile.opening': [S.fileReady, S.fileRefused, S.shutdown],
-  'receivingFile.streaming': [S.data, S.end, S.fileFailed, S.hello, S.messageHeader, S.offer, S.openRequest, S.bye, S.ping, S.pong, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
+  'receivingFile.streaming': [S.data, S.end, S.fileFailed, S.hello, S.messageHeader, S.messages, S.offer, S.openRequest, S.bye, S.ping, S.pong, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
   'receivingFile.verifying': [S.fileSaved, S.fileFailed, S.shutdown],
   dispatchingMedia: [S.mediaDone, S.mediaError, S.shutdown],
   closing: [S.peerGone, S.shutdown, S.peerEnded, S.protocolError, S.ping],
@@ -274,6 +283,8 @@ class SessionDriver {
       }
       case 'message':
         return this.write(this.pendingMessage!);
+      case 'messages':
+        return this.write(encode.message(2, 'm2'), encode.message(3, 'm3'));
       case 'open-request':
         return this.write(encode.open(60, OFFER.name));
       case 'upload-offer':
@@ -454,7 +465,7 @@ function clientEvents(s: ClientSnapshot): ModelEvent[] {
   const jobs = [...queue, ...inflight, ...(current ? [current] : [])].map((j) => j.id);
   const newWork = [...(jobs.includes(MESSAGE_ID) ? [] : [C.message]), ...(jobs.includes(UPLOAD_ID) ? [] : [C.upload]), ...(jobs.includes(OPEN_ID) ? [] : [C.open])];
   const acks = inflight.flatMap((job) => [
-    job.kind === 'message' ? { type: 'server.ack', id: job.id, text: job.text } : { type: 'server.opened', id: job.id, result: { opened: false, code: 'E_NOT_FOUND', message: 'No such file.' } },
+    job.kind === 'message' ? { type: 'server.ack', acks: [{ id: job.id, text: job.text }] } : { type: 'server.opened', id: job.id, result: { opened: false, code: 'E_NOT_FOUND', message: 'No such file.' } },
     { type: 'server.error', error: { code: 'E_BAD_UTF8', message: 'Refused.', id: job.id } },
   ]);
   switch (valueString(s.value)) {
@@ -545,8 +556,11 @@ class ClientDriver {
         conn.transport.write(from.matches({ online: 'connecting' }) ? Buffer.from('SSH-2.0-OpenSSH\r\n') : frameHeader(0x7f, 0));
         return;
       }
-      case 'server.ack':
-        return (await this.linked()).ack(event.id, event.text);
+      case 'server.ack': {
+        const conn = await this.linked();
+        for (const ack of event.acks) conn.ack(ack.id, ack.text);
+        return;
+      }
       case 'server.opened':
         return (await this.linked()).openResult(event.id, event.result);
       case 'server.error':

@@ -5,6 +5,8 @@ import { FerryError } from '../transport/errors.js';
 import { encode, frameHeader, preamble } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS, FrameType, PREAMBLE_MAGIC } from '../transport/frames.js';
 import type { MediaOutcome } from '../machines/session.machine.js';
+import { MessageJournal } from '../media/message-journal.js';
+import { batchMessages } from '../machines/actors/session-connection.js';
 import { content, deferred, finalFiles, partialFiles, removeTempDirs, sha256, within } from './helpers/async.js';
 import { SessionHarness, type SessionHarnessOptions } from './helpers/session-harness.js';
 
@@ -218,6 +220,68 @@ describe('session: messages', () => {
     expect(await h.client.expect('message-ack')).toMatchObject({ id: 3, text: 'three ✓' });
     expect(h.emitted.map((e) => e.type === 'message' && e.id)).toEqual([1, 2, 3]);
     expect(h.value()).toBe('awaitingHeader');
+  });
+
+  it('handles whole messages that arrive in one read as one step, acknowledging, logging and emitting each in order', async () => {
+    const h = start();
+    await h.handshake();
+    const texts = ['one', '', 'three ✓', 'four'];
+    const batch = h.processed('messages');
+    h.client.write(Buffer.concat(texts.map((t, i) => frames.message(i + 1, t))));
+    expect((await batch).value).toBe('awaitingHeader');
+    for (const [i, text] of texts.entries()) expect(await h.client.expect('message-ack')).toEqual({ type: 'message-ack', id: i + 1, text });
+    expect(h.emitted).toEqual(texts.map((text, i) => ({ type: 'message', id: i + 1, text })));
+    expect(h.logged('message').map((l) => [l.id, l.text])).toEqual(texts.map((t, i) => [i + 1, t]));
+    // One event for the four, and no detour through receivingBody.
+    expect(h.steps.filter((s) => s.event.type.startsWith('message')).map((s) => s.event.type)).toEqual(['messages']);
+    expect(h.trace()).toEqual(['handshaking', 'awaitingHeader']);
+  });
+
+  it('folds only runs of two or more whole messages into one event, leaving every other token in its place', () => {
+    const header = (length: number) => ({ type: 'message-header' as const, length });
+    const message = (id: number) => ({ type: 'message' as const, id, text: `m${id}`, raw: Buffer.from(`m${id}`) });
+    const offer = { type: 'upload-offer' as const, offer: { id: 9, name: 'a.bin', size: 1 } };
+    // A lone message, and the end of a split one followed by a lone one, stay as they are.
+    expect(batchMessages([header(2), message(1)])).toEqual([header(2), message(1)]);
+    expect(batchMessages([message(1), header(2), message(2), offer])).toEqual([message(1), header(2), message(2), offer]);
+    // The tail of a split message, then a run of two, then an offer, then a header whose body is still to come.
+    expect(batchMessages([message(1), header(2), message(2), header(2), message(3), offer, header(2)])).toEqual([
+      message(1),
+      { type: 'messages', messages: [message(2), message(3)] },
+      offer,
+      header(2),
+    ]);
+    expect(batchMessages([header(2), message(1), offer, header(2), message(2), header(2), message(3), header(2), message(4)])).toEqual([
+      header(2),
+      message(1),
+      offer,
+      { type: 'messages', messages: [message(2), message(3), message(4)] },
+    ]);
+  });
+
+  it('recognises resends inside a batch, also one repeated within the same batch: acknowledged, handled once', async () => {
+    const journal = new MessageJournal();
+    const h = start({ journal });
+    h.client.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test', clientId: 'batch-client' })]));
+    await h.client.expect('welcome');
+    h.client.write(Buffer.concat([frames.message(1, 'a'), frames.message(2, 'b')]));
+    await h.client.expect('message-ack');
+    await h.client.expect('message-ack');
+    // After a reconnect a client resends what it has no ack for; here 2 again, then 3 twice.
+    h.client.write(Buffer.concat([frames.message(2, 'b'), frames.message(3, 'c'), frames.message(3, 'c')]));
+    const acks = [await h.client.expect('message-ack'), await h.client.expect('message-ack'), await h.client.expect('message-ack')];
+    expect(acks.map((a) => a.id)).toEqual([2, 3, 3]);
+    expect(h.emitted.map((e) => e.type === 'message' && e.id)).toEqual([1, 2, 3]);
+    expect(h.logged('message').map((l) => l.id)).toEqual([1, 2, 3]);
+    expect(h.logged('duplicate-message').map((l) => l.id)).toEqual([2, 3]);
+  });
+
+  it('refuses a batch of messages in the middle of an upload with E_UNEXPECTED_FRAME', async () => {
+    const h = start();
+    await h.handshake();
+    await beginUpload(h, 1, 'mid.bin', 5);
+    await expectUnexpectedFrame(h, 'messages', Buffer.concat([frames.message(1, 'x'), frames.message(2, 'y')]));
+    expect(finalFiles(h.root)).toEqual([]);
   });
 
   it.each(conversation.filter((c) => !['message-header', 'upload-offer', 'open-request', 'bye'].includes(c.token)))(

@@ -30,7 +30,8 @@ export interface ClientLinkInput {
 export type ClientLinkEvent =
   | { type: 'link.up'; welcome: WelcomeInfo }
   | { type: 'link.down'; error: FerryError }
-  | { type: 'server.ack'; id: number; text: string }
+  /** Acknowledgements decoded from one read, in order. */
+  | { type: 'server.ack'; acks: { id: number; text: string }[] }
   | { type: 'server.accept'; id: number; offset: number }
   | { type: 'server.done'; result: UploadResultInfo }
   | { type: 'server.opened'; id: number; result: OpenResultInfo }
@@ -41,7 +42,7 @@ export type ClientLinkEvent =
   | { type: 'upload.unreadable'; id: number; error: FerryError };
 
 export type ClientLinkCommand =
-  | { type: 'send-message'; id: number; text: string }
+  | { type: 'send-messages'; messages: { id: number; text: string }[] }
   | { type: 'offer-upload'; id: number; path: string; name: string; open?: boolean }
   | { type: 'send-open'; id: number; name: string }
   | { type: 'stream-upload'; id: number; offset: number }
@@ -128,6 +129,14 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     sendBack({ type: 'link.down', error: fatal ?? error });
   };
 
+  let acks: { id: number; text: string }[] = [];
+  const flushAcks = () => {
+    if (acks.length === 0) return;
+    const batch = acks;
+    acks = [];
+    sendBack({ type: 'server.ack', acks: batch });
+  };
+
   const onToken = (token: ClientToken) => {
     switch (token.type) {
       case 'welcome':
@@ -137,7 +146,9 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         startHeartbeat();
         return sendBack({ type: 'link.up', welcome: token.info });
       case 'message-ack':
-        return sendBack({ type: 'server.ack', id: token.id, text: token.text });
+        // Consecutive acks are collected by the reader and handed over together.
+        acks.push({ id: token.id, text: token.text });
+        return;
       case 'upload-accept':
         return sendBack({ type: 'server.accept', id: token.id, offset: token.offset });
       case 'upload-done':
@@ -215,8 +226,10 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       }
       for (const token of tokens) {
         if (down) return;
+        if (token.type !== 'message-ack') flushAcks();
         onToken(token);
       }
+      if (!down) flushAcks();
     });
     t.on('error', (err) => goDown(describeNetworkError(err)));
     t.on('end', () => t.end());
@@ -306,9 +319,9 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
   receive((command) => {
     if (down) return;
     switch (command.type) {
-      case 'send-message':
+      case 'send-messages':
         if (!transport) break;
-        // Messages handed over together leave in one write: corked until the tick ends.
+        // Messages handed over in one tick leave in one write: corked until the tick ends.
         if (!corked) {
           corked = true;
           const t = transport;
@@ -318,7 +331,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
             t.uncork();
           });
         }
-        transport.write(encode.message(command.id, command.text));
+        for (const m of command.messages) transport.write(encode.message(m.id, m.text));
         break;
       case 'offer-upload':
         void offer(command.id, command.path, command.name, command.open === true);

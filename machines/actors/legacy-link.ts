@@ -60,7 +60,7 @@ export const legacyLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       return goDown(new FerryError('E_BAD_FRAME', `The original server answered an upload with "${text}" instead of ACK.`));
     }
     next.answered();
-    if (next.kind === 'echo') sendBack({ type: 'server.ack', id: next.id, text });
+    if (next.kind === 'echo') sendBack({ type: 'server.ack', acks: [{ id: next.id, text }] });
   };
 
   input.dial(dialing.signal).then(
@@ -156,16 +156,16 @@ export const legacyLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
   receive((command) => {
     if (down) return;
     switch (command.type) {
-      case 'send-message': {
-        const { id, text } = command;
-        inTurn(async () => {
-          if (down || !transport) return;
-          const echoed = replied({ kind: 'echo', id });
-          transport.write(encodeLegacyMessage(text));
-          await echoed;
-        });
+      case 'send-messages':
+        for (const { id, text } of command.messages) {
+          inTurn(async () => {
+            if (down || !transport) return;
+            const echoed = replied({ kind: 'echo', id });
+            transport.write(encodeLegacyMessage(text));
+            await echoed;
+          });
+        }
         break;
-      }
       case 'offer-upload':
         if (command.open) {
           sendBack({

@@ -48,11 +48,19 @@ export interface SessionConnectionInput {
   heartbeatMs?: number;
   /** A connection that sends nothing for this long (while we are reading) is closed. 0 = never. */
   idleMs?: number;
+  /** Runs before buffered replies go out (the message journal writes its records here). */
+  beforeSend?: () => void;
 }
 
-/** Events the connection sends to its session. Tokens are passed on as they are. */
+type MessageToken = Extract<ServerToken, { type: 'message' }>;
+
+/**
+ * Events the connection sends to its session. Tokens are passed on as they are, except that a run
+ * of two or more whole messages decoded from one read is handed over as one `messages` event.
+ */
 export type SessionConnectionEvent =
   | ServerToken
+  | { type: 'messages'; messages: MessageToken[] }
   | { type: 'format'; format: WireFormat }
   | { type: 'protocol-error'; error: FerryError }
   /** The peer half-closed; `clean` is false when it stopped in the middle of a frame. */
@@ -65,10 +73,33 @@ export type SessionConnectionCommand =
   | { type: 'pause' }
   | { type: 'resume' }
   | { type: 'reply'; reply: SessionReply }
+  | { type: 'replies'; replies: SessionReply[] }
   | { type: 'close'; reply?: SessionReply };
 
 const CLOSE_GRACE_MS = 5_000;
 const ignore = () => {};
+
+/**
+ * Folds each run of two or more whole messages (a header token followed at once by its message)
+ * into one `messages` event, so a client with many messages in flight costs the session one step
+ * per read instead of two per message. A lone message, or one split across reads, is left as it is.
+ */
+export function batchMessages(tokens: ServerToken[]): SessionConnectionEvent[] {
+  if (tokens.length < 4) return tokens;
+  const out: SessionConnectionEvent[] = [];
+  let i = 0;
+  while (i < tokens.length) {
+    const run: MessageToken[] = [];
+    while (tokens[i]?.type === 'message-header' && tokens[i + 1]?.type === 'message') {
+      run.push(tokens[i + 1] as MessageToken);
+      i += 2;
+    }
+    if (run.length >= 2) out.push({ type: 'messages', messages: run });
+    else if (run.length === 1) out.push(tokens[i - 2]!, run[0]!);
+    else out.push(tokens[i++]!);
+  }
+  return out;
+}
 
 /**
  * Wires one server-side Transport to its session machine: detects the format from the first byte,
@@ -152,7 +183,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
       } catch (err) {
         return fail(err instanceof FerryError ? err : new ProtocolError('E_BAD_FRAME', 'The peer sent bytes ferry cannot read.'));
       }
-      if (tokens.length > 0) push(tokens);
+      if (tokens.length > 0) push(batchMessages(tokens));
     };
 
     let lastError: Error | undefined;
@@ -217,8 +248,10 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
 
     // Replies made while handling one batch of input leave in one write, when the tick ends.
     let corked = false;
+    const beforeSend = input.beforeSend ?? ignore;
     const uncork = () => {
       corked = false;
+      beforeSend();
       transport.uncork();
     };
     const write = (reply: SessionReply) => {
@@ -252,6 +285,9 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
         case 'reply':
           write(command.reply);
           break;
+        case 'replies':
+          for (const reply of command.replies) write(reply);
+          break;
         case 'close':
           // From here on the session only waits for the socket to close: let everything through.
           machinePaused = false;
@@ -259,6 +295,7 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
           scheduleDelivery();
           if (command.reply) write(command.reply);
           if (!transport.destroyed) {
+            beforeSend();
             transport.end();
             // A peer that never closes its side must not hold the socket open forever.
             ending = setTimeout(() => transport.destroy(), CLOSE_GRACE_MS);

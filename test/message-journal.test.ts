@@ -1,0 +1,91 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MessageJournal } from '../media/message-journal.js';
+import { encode, preamble } from '../transport/native-codec.js';
+import { removeTempDirs, tempDir } from './helpers/async.js';
+import { SessionHarness } from './helpers/session-harness.js';
+
+afterEach(() => removeTempDirs());
+
+const journalFile = () => path.join(tempDir('ferry-journal-'), '.ferry', 'messages.journal');
+const linesOf = (file: string) => fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+
+describe('message journal', () => {
+  it('writes records when flushed, and a journal opened later on the same file knows them', () => {
+    const file = journalFile();
+    const journal = new MessageJournal({ file });
+    journal.open();
+    journal.record('client-a', 1);
+    journal.record('client-a', 2);
+    journal.record('client-b', 7);
+    // Known at once in memory, on disk only after the flush.
+    expect(journal.seen('client-a', 2)).toBe(true);
+    expect(linesOf(file)).toEqual([]);
+    journal.flush();
+    expect(linesOf(file).map((l) => l.split(' ').slice(0, 2).join(' '))).toEqual(['client-a 1', 'client-a 2', 'client-b 7']);
+
+    // No close(): as after a SIGKILL, only what was flushed is there.
+    const reopened = new MessageJournal({ file });
+    reopened.open();
+    expect(reopened.seen('client-a', 2)).toBe(true);
+    expect(reopened.seen('client-a', 3)).toBe(false);
+    expect(reopened.seen('client-b', 7)).toBe(true);
+    expect(reopened.seen('client-c', 1)).toBe(false);
+    reopened.close();
+    journal.close();
+  });
+
+  it('rewrites itself to one line per client once it grows past the limit, keeping each client’s highest id', () => {
+    const file = journalFile();
+    const journal = new MessageJournal({ file, compactAfter: 10 });
+    journal.open();
+    for (let id = 1; id <= 6; id++) {
+      journal.record('client-a', id);
+      journal.record('client-b', id * 10);
+    }
+    journal.flush();
+    expect(linesOf(file).map((l) => l.split(' ').slice(0, 2).join(' '))).toEqual(['client-a 6', 'client-b 60']);
+    journal.record('client-a', 7);
+    journal.close();
+    const reopened = new MessageJournal({ file });
+    reopened.open();
+    expect(reopened.seen('client-a', 7)).toBe(true);
+    expect(reopened.seen('client-a', 8)).toBe(false);
+    expect(reopened.seen('client-b', 60)).toBe(true);
+    reopened.close();
+  });
+
+  it('forgets clients not heard from within the retention when it is opened', () => {
+    const file = journalFile();
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const longAgo = Date.now() - 48 * 3600_000;
+    fs.writeFileSync(file, `old-client 5 ${longAgo}\nfresh-client 3 ${Date.now()}\nnot a record\n`);
+    const journal = new MessageJournal({ file, retentionMs: 24 * 3600_000 });
+    journal.open();
+    expect(journal.seen('old-client', 5)).toBe(false);
+    expect(journal.seen('fresh-client', 3)).toBe(true);
+    journal.close();
+  });
+
+  it('a session’s acknowledgements leave only after their records are on disk', async () => {
+    const file = journalFile();
+    const journal = new MessageJournal({ file });
+    journal.open();
+    const h = new SessionHarness({ journal });
+    try {
+      h.client.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test', clientId: 'journal-client' })]));
+      await h.client.expect('welcome');
+      // Three messages in one write: handled as one batch, acknowledged together.
+      h.client.write(Buffer.concat([1, 2, 3].map((id) => encode.message(id, `text ${id}`))));
+      for (const id of [1, 2, 3]) {
+        const ack = await h.client.expect('message-ack');
+        expect(ack.id).toBe(id);
+        expect(linesOf(file).map((l) => l.split(' ').slice(0, 2).join(' '))).toContain(`journal-client ${id}`);
+      }
+    } finally {
+      h.dispose();
+      journal.close();
+    }
+  });
+});
