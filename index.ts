@@ -183,6 +183,7 @@ export function createServer(options: ServerOptions = {}): FerryServer {
         await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
       }
       journal.close();
+      await store.close();
     },
   };
 }

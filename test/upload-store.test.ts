@@ -297,6 +297,78 @@ describe('UploadStore', () => {
     await second.abort();
   });
 
+  it('keeps one empty file ready for the next upload, moves it into place when one begins, and removes it on close', async () => {
+    const root = tempDir();
+    const spares = () => fs.readdirSync(path.join(root, '.ferry', 'spare'));
+    const store = new UploadStore({ root });
+    const data = content(5000, 3);
+
+    const first = await store.begin({ name: 'first.bin', size: data.length });
+    await send(first, data);
+    await first.finish(sha256(data));
+    await vi.waitFor(() => expect(spares()).toHaveLength(1));
+    const [spare] = spares();
+    expect(fs.statSync(path.join(root, '.ferry', 'spare', spare!)).size).toBe(0);
+
+    // The next upload writes into that very file (same inode), now in the partial folder.
+    const inode = fs.statSync(path.join(root, '.ferry', 'spare', spare!)).ino;
+    const second = await store.begin({ name: 'second.bin', size: data.length });
+    expect(partialFiles(root)).toHaveLength(1);
+    expect(fs.statSync(path.join(root, '.ferry', 'partial', partialFiles(root)[0]!)).ino).toBe(inode);
+    expect(spares()).not.toContain(spare);
+    await send(second, data);
+    const saved = await second.finish(sha256(data));
+    expect(fs.readFileSync(saved.path)).toEqual(data);
+    expect(fs.statSync(saved.path).ino).toBe(inode);
+    expect(partialFiles(root)).toEqual([]);
+
+    await vi.waitFor(() => expect(spares()).toHaveLength(1));
+    await store.close();
+    expect(spares()).toEqual([]);
+    expect(visibleFiles(root)).toEqual(['first.bin', 'second.bin']);
+  });
+
+  it('makes a partial file the slow way when the spare was taken away, and clears stale spares when it starts', async () => {
+    const root = tempDir();
+    const spareDir = path.join(root, '.ferry', 'spare');
+    fs.mkdirSync(spareDir, { recursive: true });
+    fs.writeFileSync(path.join(spareDir, 'left-by-a-killed-server.part'), '');
+    const store = new UploadStore({ root });
+    await store.init();
+    expect(fs.readdirSync(spareDir)).toEqual([]);
+
+    const data = content(100, 4);
+    const first = await store.begin({ name: 'a.bin', size: data.length });
+    await send(first, data);
+    await first.finish(sha256(data));
+    await vi.waitFor(() => expect(fs.readdirSync(spareDir)).toHaveLength(1));
+    for (const entry of fs.readdirSync(spareDir)) fs.unlinkSync(path.join(spareDir, entry));
+
+    const second = await store.begin({ name: 'b.bin', size: data.length });
+    await send(second, data);
+    const saved = await second.finish(sha256(data));
+    expect(fs.readFileSync(saved.path)).toEqual(data);
+    expect(partialFiles(root)).toEqual([]);
+    await store.close();
+  });
+
+  it('reuses a free-space reading for a moment only for files that need a sliver of it', async () => {
+    const root = tempDir();
+    const store = new UploadStore({ root });
+    const statfs = vi.spyOn(fs.promises, 'statfs');
+    const small = async (name: string) => (await store.begin({ name, size: 10 })).abort();
+    await small('one.bin');
+    await small('two.bin');
+    await small('three.bin');
+    expect(statfs).toHaveBeenCalledTimes(1);
+    // A file that needs a real share of the disk is always checked against a fresh reading.
+    const stats = fs.statfsSync(root);
+    const big = await store.begin({ name: 'big.bin', size: Math.floor((stats.bavail * stats.bsize) / 10) });
+    await big.abort();
+    expect(statfs).toHaveBeenCalledTimes(2);
+    await store.close();
+  });
+
   it('removes the temp file on abort, idempotently, and refuses further use', async () => {
     const root = tempDir();
     const store = new UploadStore({ root });

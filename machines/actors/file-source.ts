@@ -52,12 +52,12 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
       if (read !== offset) throw new FerryError('E_LOCAL_FILE', `${opts.path} is shorter than the part already sent; send it again once it stops changing.`);
       opts.onProgress(sent);
     }
-    stream = fs.createReadStream(opts.path, { start: offset, highWaterMark: chunkSize });
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+    // Exactly the announced bytes are read: the stream ends there, without a read that finds the
+    // end of the file (one more trip to the disk per file, which adds up over many small files).
+    // Bytes appended after the file was measured are not sent; a file that shrank fails below.
+    stream = opts.size > offset ? fs.createReadStream(opts.path, { start: offset, end: opts.size - 1, highWaterMark: chunkSize }) : undefined;
+    for await (const chunk of (stream ?? []) as AsyncIterable<Buffer>) {
       if (signal.aborted) throw signal.reason;
-      if (sent + chunk.length > opts.size) {
-        throw new FerryError('E_LOCAL_FILE', `${opts.path} grew while it was being sent; send it again once it stops changing.`);
-      }
       hash.update(chunk);
       let more: boolean;
       if (raw) {

@@ -1,0 +1,84 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { streamFile } from '../machines/actors/file-source.js';
+import { FerryError } from '../transport/errors.js';
+import { memoryPair } from '../transport/memory-transport.js';
+import { DEFAULT_LIMITS, type ServerToken } from '../transport/frames.js';
+import { ServerDecoder, encode, preamble } from '../transport/native-codec.js';
+import { content, deferred, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
+
+afterEach(() => removeTempDirs());
+
+/** Streams `file` over a memory pair and decodes what arrives on the other end. */
+async function streamed(file: string, size: number, offset = 0): Promise<{ result: { sha256: string; bytes: number }; data: Buffer; end: Extract<ServerToken, { type: 'upload-end' }> | undefined }> {
+  const [near, far] = memoryPair();
+  const decoder = new ServerDecoder(DEFAULT_LIMITS);
+  decoder.feed(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test' })]));
+  const chunks: Buffer[] = [];
+  let end: Extract<ServerToken, { type: 'upload-end' }> | undefined;
+  const ended = deferred();
+  far.on('data', (chunk: Buffer) => {
+    for (const token of decoder.feed(chunk)) {
+      if (token.type === 'data') chunks.push(Buffer.from(token.chunk));
+      if (token.type === 'upload-end') {
+        end = token;
+        ended.resolve();
+      }
+    }
+  });
+  const result = await streamFile({ path: file, id: 3, size, offset, transport: near, signal: new AbortController().signal, onProgress: () => {} });
+  // The memory transport delivers asynchronously; the UPLOAD_END is the last frame.
+  await within(ended.promise, 'the UPLOAD_END frame');
+  near.destroy();
+  return { result, data: Buffer.concat(chunks), end };
+}
+
+function fileWith(data: Buffer): string {
+  const file = path.join(tempDir('ferry-source-'), 'source.bin');
+  fs.writeFileSync(file, data);
+  return file;
+}
+
+describe('streamFile', () => {
+  it('sends a file as DATA frames and ends with the SHA-256 of what it sent', async () => {
+    const data = content(300_000, 8);
+    const { result, data: received, end } = await streamed(fileWith(data), data.length);
+    expect(received).toEqual(data);
+    expect(result).toEqual({ sha256: sha256(data), bytes: data.length });
+    expect(end).toEqual({ type: 'upload-end', id: 3, sha256: sha256(data) });
+  });
+
+  it('sends exactly the announced bytes of a file that grew after it was measured', async () => {
+    const data = content(100_000, 9);
+    const file = fileWith(Buffer.concat([data, Buffer.from('appended later')]));
+    const { result, data: received } = await streamed(file, data.length);
+    expect(received).toEqual(data);
+    expect(result.sha256).toBe(sha256(data));
+  });
+
+  it('fails with E_LOCAL_FILE when the file shrank after it was measured', async () => {
+    const data = content(1000, 10);
+    const file = fileWith(data.subarray(0, 600));
+    const failure = await streamed(file, data.length).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failure).toBeInstanceOf(FerryError);
+    expect((failure as FerryError).code).toBe('E_LOCAL_FILE');
+  });
+
+  it('resumes from an offset: sends the rest, but the hash covers the whole file', async () => {
+    const data = content(150_000, 11);
+    const { result, data: received } = await streamed(fileWith(data), data.length, 60_000);
+    expect(received).toEqual(data.subarray(60_000));
+    expect(result.sha256).toBe(sha256(data));
+  });
+
+  it('sends no DATA frame for an empty file, only the end', async () => {
+    const { result, data: received, end } = await streamed(fileWith(Buffer.alloc(0)), 0);
+    expect(received).toEqual(Buffer.alloc(0));
+    expect(end?.sha256).toBe(sha256(Buffer.alloc(0)));
+    expect(result.bytes).toBe(0);
+  });
+});
