@@ -150,6 +150,12 @@ function refuseOthers(expected: TokenType[]) {
   return on;
 }
 
+/** Whether the upload under way is to be opened once stored. */
+function uploadOpeningAsked(context: SessionContext): boolean {
+  // An original client cannot ask; with opening enabled it gets the original tool's behaviour.
+  return context.upload?.offer.open === true || (context.format === 'legacy' && context.media.enabled);
+}
+
 function recordMessages(context: SessionContext, fresh: { id: number; text: string }[], resent: number[]): void {
   for (const m of fresh) {
     context.log.info({ event: 'message', id: m.id, text: m.text }, 'message');
@@ -192,6 +198,7 @@ export const sessionMachine = setup({
       event.type === 'auth' && context.token !== undefined && context.nonce !== undefined && macMatches(context.token, context.nonce, event.mac),
     isDraining: ({ context }) => context.draining,
     isUpload: ({ context }) => context.upload?.saved !== undefined,
+    openingAsked: ({ context }) => context.upload !== undefined && uploadOpeningAsked(context),
     alreadyHandled: ({ context, event }) => event.type === 'message' && context.clientId !== undefined && context.journal.seen(context.clientId, event.id),
     endedCleanly: ({ event }) => event.type === 'peer-ended' && event.clean,
   },
@@ -503,7 +510,11 @@ export const sessionMachine = setup({
           description: 'All bytes are in: checking size and SHA-256, then moving the file to its final name.',
           entry: 'pauseReading',
           on: {
-            'file.saved': { target: '#session.dispatchingMedia', actions: ['assignSaved', 'logFileSaved', 'emitFileSaved'] },
+            'file.saved': [
+              { guard: 'openingAsked', target: '#session.dispatchingMedia', actions: ['assignSaved', 'logFileSaved', 'emitFileSaved'] },
+              // Nothing to open: answer at once.
+              { target: '#session.awaitingHeader', actions: ['assignSaved', 'logFileSaved', 'emitFileSaved', 'replyUploadDone', 'clearUpload'] },
+            ],
             'file.failed': [
               { guard: 'isLegacy', target: '#session.closing', actions: ['logUploadFailed', 'closeQuietly'] },
               { target: '#session.awaitingHeader', actions: ['logUploadFailed', 'replyUploadError', 'clearUpload'] },
@@ -519,8 +530,7 @@ export const sessionMachine = setup({
         src: 'dispatchMedia',
         input: ({ context }): MediaRequest => {
           const saved = context.upload?.saved;
-          // An original client cannot ask; with opening enabled it gets the original tool's behaviour.
-          const wanted = saved ? context.upload!.offer.open === true || (context.format === 'legacy' && context.media.enabled) : true;
+          const wanted = saved ? uploadOpeningAsked(context) : true;
           return {
             wanted,
             ...(saved ? { path: saved.path } : {}),

@@ -159,6 +159,8 @@ const S = {
     ],
   },
   offer: { type: 'upload-offer', offer: OFFER },
+  // The same upload, asking for the file to be opened once stored: only then is there a media step.
+  offerToOpen: { type: 'upload-offer', offer: { ...OFFER, open: true } },
   openRequest: { type: 'open-request', id: 60, name: OFFER.name },
   data: { type: 'data', chunk: Buffer.from('ab') },
   end: { type: 'upload-end', id: OFFER.id, sha256: sha256(UPLOAD_BODY) },
@@ -191,7 +193,7 @@ const sessionEvents: Record<string, readonly ModelEvent[]> = {
   // The right answer depends on the challenge's nonce, so it is added per state (see sessionTraversal).
   authenticating: [S.wrongAuth, S.shutdown, S.hello, S.messageHeader, S.ping, S.peerGone, S.peerEnded, S.protocolError, S.authTimeout],
   refusing: [S.authDelay],
-  awaitingHeader: [S.shutdown, S.messageHeader, S.messages, S.offer, S.openRequest, S.bye, S.hello, S.data, S.end, S.ping, S.pong, S.peerGone, S.peerEnded, S.protocolError],
+  awaitingHeader: [S.shutdown, S.messageHeader, S.messages, S.offer, S.offerToOpen, S.openRequest, S.bye, S.hello, S.data, S.end, S.ping, S.pong, S.peerGone, S.peerEnded, S.protocolError],
   receivingBody: [S.message, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
   'receivingFile.opening': [S.fileReady, S.fileRefused, S.shutdown],
   'receivingFile.streaming': [S.data, S.end, S.fileFailed, S.hello, S.messageHeader, S.messages, S.offer, S.openRequest, S.bye, S.ping, S.pong, S.shutdown, S.peerGone, S.peerEnded, S.protocolError],
@@ -204,7 +206,8 @@ const injectedInClosing = new Set(['peer-ended', 'protocol-error', 'ping']);
 
 /** The state value plus the context that changes what a state does next. */
 function sessionModelState(s: SessionSnapshot) {
-  return { value: s.value, draining: s.context.draining, request: s.context.openRequest ? 'open' : s.context.upload ? 'upload' : null, status: s.status };
+  const request = s.context.openRequest ? 'open' : s.context.upload ? (s.context.upload.offer.open ? 'upload+open' : 'upload') : null;
+  return { value: s.value, draining: s.context.draining, request, status: s.status };
 }
 const serializeSession = (s: SessionSnapshot) => JSON.stringify(sessionModelState(s));
 
@@ -291,7 +294,7 @@ class SessionDriver {
         this.sent = 0;
         h.store.beginGate = deferred();
         h.store.finishGate = deferred();
-        return this.write(encode.uploadOffer(OFFER));
+        return this.write(encode.uploadOffer((event as typeof S.offer | typeof S.offerToOpen).offer));
       case 'file.ready':
         return h.store.beginGate!.resolve();
       case 'file.refused':

@@ -70,9 +70,9 @@ async function expectUnexpectedFrame(h: SessionHarness, token: string, frame: Bu
 }
 
 /** Offers a file and waits until the session streams (the accept reply has arrived). */
-async function beginUpload(h: SessionHarness, id: number, name: string, size: number): Promise<void> {
+async function beginUpload(h: SessionHarness, id: number, name: string, size: number, open = false): Promise<void> {
   const offered = h.processed('upload-offer');
-  h.client.write(frames.offer(id, name, size));
+  h.client.write(open ? encode.uploadOffer({ id, name, size, open: true }) : frames.offer(id, name, size));
   expect((await offered).value).toEqual({ receivingFile: 'opening' });
   const accept = await h.client.expect('upload-accept');
   expect(accept).toEqual({ type: 'upload-accept', id, offset: 0 });
@@ -403,7 +403,7 @@ describe('session: messages', () => {
 });
 
 describe('session: uploads', () => {
-  it('opens, streams, verifies, dispatches and answers upload-done with the file on disk (real store)', async () => {
+  it('opens, streams, verifies and answers upload-done with the file on disk, skipping the media step nobody asked for (real store)', async () => {
     const h = start({ rawStore: true, splitAt: 1000 });
     await h.handshake();
     const body = content(100_000, 3);
@@ -429,17 +429,16 @@ describe('session: uploads', () => {
       'receivingFile.opening',
       'receivingFile.streaming',
       'receivingFile.verifying',
-      'dispatchingMedia',
       'awaitingHeader',
     ]);
     expect(h.emitted).toEqual([{ type: 'file-saved', saved: { savedAs: 'photo.png', path: file, bytes: body.length, sha256: sha256(body) } }]);
     expect(h.logged('file-saved')).toEqual([expect.objectContaining({ id: 7, name: 'photo.png', savedAs: 'photo.png', bytes: body.length, sha256: sha256(body) })]);
     expect(h.logged('upload-started')).toEqual([expect.objectContaining({ id: 7, name: 'photo.png', size: body.length })]);
-    expect(h.dispatch.calls).toEqual([expect.objectContaining({ wanted: false, path: file, name: 'photo.png' })]);
+    expect(h.dispatch.calls).toEqual([]);
     expect(h.actor.getSnapshot().context.upload).toBeUndefined();
   });
 
-  it('passes through each upload step one event at a time (gated store and media step)', async () => {
+  it('passes through each upload step one event at a time, the media step too when the client asks to open the file (gated store and media step)', async () => {
     const h = start();
     await h.handshake();
     const body = content(5000, 4);
@@ -448,7 +447,7 @@ describe('session: uploads', () => {
     h.dispatch.hold = true;
 
     const offered = h.processed('upload-offer');
-    h.client.write(frames.offer(3, 'notes.txt', body.length));
+    h.client.write(encode.uploadOffer({ id: 3, name: 'notes.txt', size: body.length, open: true }));
     expect((await offered).value).toEqual({ receivingFile: 'opening' });
     await h.store.begins.next();
     const ready = h.processed('file.ready');
@@ -469,6 +468,7 @@ describe('session: uploads', () => {
     expect((await saved).value).toBe('dispatchingMedia');
     expect(finalFiles(h.root)).toEqual(['notes.txt']);
     const gate = await h.dispatch.pending.next();
+    expect(h.dispatch.calls).toEqual([expect.objectContaining({ wanted: true, name: 'notes.txt' })]);
     const dispatched = h.processed('xstate.done.actor.*');
     gate.resolve({});
     expect((await dispatched).value).toBe('awaitingHeader');
@@ -480,7 +480,7 @@ describe('session: uploads', () => {
     await h.handshake();
     h.dispatch.hold = true;
     const body = Buffer.from('media');
-    await beginUpload(h, 4, 'clip.mp4', body.length);
+    await beginUpload(h, 4, 'clip.mp4', body.length, true);
     h.client.write(frames.data(body), frames.end(4, sha256(body)));
     const gate = await h.dispatch.pending.next();
     expect(h.value()).toBe('dispatchingMedia');
@@ -657,7 +657,7 @@ describe('session: uploads', () => {
     expect((await h.client.expect('upload-done')).result).toMatchObject({ id: 40, sha256: sha256(body) });
     await h.client.expect('bye');
     await closeFromClient(h);
-    expect(h.trace().slice(-4)).toEqual(['receivingFile.verifying', 'dispatchingMedia', 'closing', 'closed']);
+    expect(h.trace().slice(-3)).toEqual(['receivingFile.verifying', 'closing', 'closed']);
     expect(finalFiles(h.root)).toEqual(['keep.bin']);
   });
 
@@ -869,7 +869,7 @@ describe('session: the peer vanishing', () => {
     await h.handshake();
     h.dispatch.hold = true;
     const body = Buffer.from('media');
-    await beginUpload(h, 4, 'm.bin', body.length);
+    await beginUpload(h, 4, 'm.bin', body.length, true);
     h.client.write(frames.data(body), frames.end(4, sha256(body)));
     const gate = await h.dispatch.pending.next();
     expect(h.value()).toBe('dispatchingMedia');
