@@ -297,6 +297,8 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       book: new ResumeBook(options.stateDir ? path.join(options.stateDir, 'uploads.json') : undefined),
       server: `${host}:${port}`,
       heartbeatMs: options.heartbeatMs ?? 10_000,
+      // The original server reads one command at a time, and the link makes up its answers.
+      pipelineUploads: !options.legacy,
       ...(options.token !== undefined ? { token: options.token } : {}),
     },
   });

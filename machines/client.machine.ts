@@ -1,4 +1,4 @@
-import { assign, emit, enqueueActions, sendTo, setup } from 'xstate';
+import { and, assign, emit, enqueueActions, sendTo, setup } from 'xstate';
 import { FerryError, type ErrorCode } from '../transport/errors.js';
 import { DEFAULT_LIMITS, type ErrorInfo, type HelloInfo, type Limits, type OpenResultInfo, type UploadResultInfo } from '../transport/frames.js';
 import type { Dialer } from '../transport/transport.js';
@@ -31,6 +31,12 @@ export interface ClientMachineInput {
   heartbeatMs: number;
   /** The server's token, when it asks for one. */
   token?: string;
+  /**
+   * Offer the next queued upload as soon as the current one's bytes are all sent, instead of after
+   * the server has confirmed it. Default true; off for a link whose server takes one command at a
+   * time and whose answers the link makes up itself (the original format).
+   */
+  pipelineUploads?: boolean;
 }
 
 export type MessageJob = { kind: 'message'; id: number; text: string };
@@ -57,6 +63,9 @@ export interface ClientContext {
   inflight: RequestJob[];
   /** The upload being sent, if any. */
   current: UploadJob | undefined;
+  /** The next upload, offered while the server was still checking `current`. */
+  following: UploadJob | undefined;
+  pipelineUploads: boolean;
   /** Limits the server announced in its welcome. */
   serverLimits: Limits;
   /** Failed connection attempts in a row. */
@@ -114,6 +123,10 @@ function serverError(info: ErrorInfo): FerryError {
   return new FerryError(code, info.message);
 }
 
+function offerCommand(job: UploadJob) {
+  return { type: 'offer-upload' as const, id: job.id, path: job.path, name: job.name, ...(job.open ? { open: true } : {}) };
+}
+
 function messageTooLarge(text: string, limits: Limits): boolean {
   // A string's UTF-8 form is at most three bytes per UTF-16 unit: short ones need no counting.
   return text.length * 3 > limits.maxMessage && Buffer.byteLength(text, 'utf8') > limits.maxMessage;
@@ -152,6 +165,12 @@ export const clientMachine = setup({
     queueFull: ({ context }) => context.queue.length + context.inflight.length >= context.maxQueued,
     tooLarge: ({ context, event }) => event.type === 'message' && messageTooLarge(event.text, context.serverLimits),
     nextIsUpload: ({ context }) => context.queue[0]?.kind === 'upload',
+    /** The current upload is all on the wire and the next job is an upload: offer it now. */
+    canOfferFollowing: ({ context, event }) =>
+      context.pipelineUploads && event.type === 'upload.sent' && event.id === context.current?.id && context.following === undefined && context.queue[0]?.kind === 'upload',
+    hasFollowing: ({ context }) => context.following !== undefined,
+    isFollowingUpload: ({ context, event }) =>
+      context.following !== undefined && (event.type === 'upload.offered' || event.type === 'upload.unreadable') && event.id === context.following.id,
     isCurrentUpload: ({ context, event }) =>
       context.current !== undefined &&
       ((event.type === 'server.error' && event.error.id === context.current.id) ||
@@ -264,13 +283,20 @@ export const clientMachine = setup({
       current: ({ context }) => context.queue[0] as UploadJob,
       queue: ({ context }) => context.queue.slice(1),
     }),
-    offerUpload: sendTo('link', ({ context }) => ({
-      type: 'offer-upload' as const,
-      id: context.current!.id,
-      path: context.current!.path,
-      name: context.current!.name,
-      ...(context.current!.open ? { open: true } : {}),
-    })),
+    offerUpload: sendTo('link', ({ context }) => offerCommand(context.current!)),
+    /** Offers the next upload early: the server reads the offer as soon as it has answered the current one. */
+    offerFollowing: enqueueActions(({ context, enqueue }) => {
+      const next = context.queue[0] as UploadJob;
+      enqueue.assign({ following: next, queue: context.queue.slice(1) });
+      enqueue.sendTo('link', offerCommand(next));
+    }),
+    /** The current upload is over; the one offered early takes its place. */
+    promoteFollowing: assign({ current: ({ context }) => context.following, following: undefined }),
+    failFollowing: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'upload.unreadable' || !context.following) return;
+      enqueue.emit({ type: 'failed', id: context.following.id, error: event.error });
+      enqueue.assign({ following: undefined });
+    }),
     streamUpload: sendTo('link', ({ event }) => ({ type: 'stream-upload' as const, id: event.type === 'server.accept' ? event.id : -1, offset: event.type === 'server.accept' ? event.offset : 0 })),
     assignResumedFrom: assign({
       current: ({ context, event }) => (context.current && event.type === 'server.accept' ? { ...context.current, resumedFrom: event.offset } : context.current),
@@ -298,9 +324,10 @@ export const clientMachine = setup({
     emitConnected: emit(({ event }) => ({ type: 'connected' as const, session: event.type === 'link.up' ? event.welcome.session : '' })),
     /** Puts what was in flight back at the front of the queue, in the order it was first sent. */
     requeue: assign({
-      queue: ({ context }) => [...context.inflight, ...(context.current ? [context.current] : []), ...context.queue],
+      queue: ({ context }) => [...context.inflight, ...(context.current ? [context.current] : []), ...(context.following ? [context.following] : []), ...context.queue],
       inflight: [],
       current: undefined,
+      following: undefined,
     }),
     recordFailure: assign({
       attempt: ({ context }) => context.attempt + 1,
@@ -326,10 +353,10 @@ export const clientMachine = setup({
                 `The server could not be reached for ${Math.round((context.retry.forMs ?? 0) / 1000)} s: ${context.lastError?.message ?? 'no answer'}`,
               )
             : new FerryError('E_CLOSED', 'The client was closed before the server confirmed this.');
-      const jobs = [...context.inflight, ...(context.current ? [context.current] : []), ...context.queue];
+      const jobs = [...context.inflight, ...(context.current ? [context.current] : []), ...(context.following ? [context.following] : []), ...context.queue];
       for (const job of jobs) enqueue.emit({ type: 'failed', id: job.id, error });
       const clean = params.reason === 'closed' && jobs.length === 0;
-      enqueue.assign({ queue: [], inflight: [], current: undefined, lastError: clean ? undefined : error });
+      enqueue.assign({ queue: [], inflight: [], current: undefined, following: undefined, lastError: clean ? undefined : error });
       enqueue.emit({ type: 'disconnected', error: clean ? undefined : error });
     }),
     refuseClosing: enqueueActions(({ event, enqueue }) => {
@@ -355,6 +382,8 @@ export const clientMachine = setup({
     queue: [],
     inflight: [],
     current: undefined,
+    following: undefined,
+    pipelineUploads: input.pipelineUploads ?? true,
     serverLimits: DEFAULT_LIMITS,
     attempt: 0,
     downSince: Date.now(),
@@ -428,16 +457,28 @@ export const clientMachine = setup({
                 messages: { actions: 'enqueueMessages' },
                 upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
                 open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-                'upload.offered': { guard: 'isCurrentUpload', actions: 'emitUploadStarted' },
+                'upload.offered': [
+                  { guard: 'isCurrentUpload', actions: 'emitUploadStarted' },
+                  { guard: 'isFollowingUpload', actions: 'emitUploadStarted' },
+                ],
                 'server.accept': { guard: 'isCurrentUpload', actions: ['assignResumedFrom', 'streamUpload'] },
                 'upload.progress': { actions: 'emitProgress' },
-                'upload.sent': {},
-                'server.done': { guard: 'isCurrentUpload', target: 'idle', actions: 'settleUpload' },
+                'upload.sent': { guard: 'canOfferFollowing', actions: 'offerFollowing' },
+                // When the current upload is over, one offered early carries on without a new offer.
+                'server.done': [
+                  { guard: and(['isCurrentUpload', 'hasFollowing']), actions: ['settleUpload', 'promoteFollowing'] },
+                  { guard: 'isCurrentUpload', target: 'idle', actions: 'settleUpload' },
+                ],
                 'server.error': [
+                  { guard: and(['isCurrentUpload', 'hasFollowing']), actions: ['failUpload', 'promoteFollowing'] },
                   { guard: 'isCurrentUpload', target: 'idle', actions: 'failUpload' },
                   { actions: 'failMessage' },
                 ],
-                'upload.unreadable': { guard: 'isCurrentUpload', target: 'idle', actions: 'failUpload' },
+                'upload.unreadable': [
+                  { guard: and(['isCurrentUpload', 'hasFollowing']), actions: ['failUpload', 'promoteFollowing'] },
+                  { guard: 'isCurrentUpload', target: 'idle', actions: 'failUpload' },
+                  { guard: 'isFollowingUpload', actions: 'failFollowing' },
+                ],
               },
             },
           },

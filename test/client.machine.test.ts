@@ -519,6 +519,113 @@ describe('client: fatal errors and closing', () => {
   });
 });
 
+describe('client: uploads one after another', () => {
+  it('offers the next upload once the current one is all sent, and streams it on its accept after the first is confirmed', async () => {
+    const h = start();
+    const conn = await h.connect();
+    const a = content(3000, 21);
+    const b = content(5000, 22);
+    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
+    h.actor.send({ type: 'upload', id: 2, path: file(b, 'b.bin') });
+    expect((await conn.expect('upload-offer')).offer.id).toBe(1);
+    conn.accept(1);
+    expect((await conn.receiveUpload()).bytes).toEqual(a);
+    // Before the server has said anything about the first, the second is offered.
+    expect((await conn.expect('upload-offer')).offer).toEqual({ id: 2, name: 'b.bin', size: b.length });
+    expect(h.actor.getSnapshot().context.current?.id).toBe(1);
+    expect(h.actor.getSnapshot().context.following?.id).toBe(2);
+    expect(await h.next('upload-started', (e) => e.id === 2)).toEqual({ type: 'upload-started', id: 2, size: b.length });
+
+    const done = h.processed('server.done');
+    conn.done({ id: 1, savedAs: 'a.bin', bytes: a.length, sha256: sha256(a) });
+    const after = await done;
+    expect(after.value).toEqual({ online: { connected: 'uploading' } });
+    expect(after.context.current?.id).toBe(2);
+    expect(after.context.following).toBeUndefined();
+    expect((await h.next('uploaded', (e) => e.id === 1)).result.savedAs).toBe('a.bin');
+
+    conn.accept(2);
+    const second = await conn.receiveUpload();
+    expect(second.bytes).toEqual(b);
+    expect(second.end.id).toBe(2);
+    conn.done({ id: 2, savedAs: 'b.bin', bytes: b.length, sha256: sha256(b) });
+    expect((await h.next('uploaded', (e) => e.id === 2)).result.savedAs).toBe('b.bin');
+    await h.reach((s) => s.matches({ online: { connected: 'idle' } }), 'idle');
+  });
+
+  it('goes on with the upload offered early when the server refuses the current one', async () => {
+    const h = start();
+    const conn = await h.connect();
+    const a = content(100, 23);
+    const b = content(200, 24);
+    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
+    h.actor.send({ type: 'upload', id: 2, path: file(b, 'b.bin') });
+    await conn.expect('upload-offer');
+    conn.accept(1);
+    await conn.receiveUpload();
+    await conn.expect('upload-offer');
+    conn.error('E_HASH_MISMATCH', 'Corrupted on the way.', 1);
+    expect(await h.next('failed')).toMatchObject({ id: 1, error: { code: 'E_HASH_MISMATCH' } });
+    conn.accept(2);
+    expect((await conn.receiveUpload()).bytes).toEqual(b);
+    conn.done({ id: 2, savedAs: 'b.bin', bytes: b.length, sha256: sha256(b) });
+    expect((await h.next('uploaded')).id).toBe(2);
+  });
+
+  it('fails an upload offered early whose file cannot be read, and finishes the current one', async () => {
+    const h = start();
+    const conn = await h.connect();
+    const a = content(100, 25);
+    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
+    h.actor.send({ type: 'upload', id: 2, path: path.join(tempDir(), 'missing.bin') });
+    await conn.expect('upload-offer');
+    conn.accept(1);
+    await conn.receiveUpload();
+    expect(await h.next('failed')).toMatchObject({ id: 2, error: { code: 'E_LOCAL_FILE' } });
+    conn.done({ id: 1, savedAs: 'a.bin', bytes: a.length, sha256: sha256(a) });
+    expect((await h.next('uploaded')).id).toBe(1);
+    await h.reach((s) => s.matches({ online: { connected: 'idle' } }), 'idle');
+  });
+
+  it('puts both back in order when the connection drops with an upload offered early, and sends both again', async () => {
+    const h = start({ retry: { initialMs: 5, maxMs: 5 } });
+    const first = await h.connect();
+    const a = content(100, 26);
+    const b = content(200, 27);
+    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
+    h.actor.send({ type: 'upload', id: 2, path: file(b, 'b.bin') });
+    await first.expect('upload-offer');
+    first.accept(1);
+    await first.receiveUpload();
+    await first.expect('upload-offer');
+    const down = h.processed('link.down');
+    first.transport.reset();
+    expect((await down).context.queue.map((j) => j.id)).toEqual([1, 2]);
+    const second = await h.server.next();
+    await second.handshake();
+    expect((await second.takeUpload()).offer.id).toBe(1);
+    expect((await second.takeUpload()).offer.id).toBe(2);
+    expect((await h.next('uploaded', (e) => e.id === 1)).result.bytes).toBe(a.length);
+    expect((await h.next('uploaded', (e) => e.id === 2)).result.bytes).toBe(b.length);
+  });
+
+  it('without pipelining, offers the next upload only after the current one is confirmed', async () => {
+    const h = start({ pipelineUploads: false });
+    const conn = await h.connect();
+    const a = content(100, 28);
+    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
+    h.actor.send({ type: 'upload', id: 2, path: file(content(50, 29), 'b.bin') });
+    await conn.expect('upload-offer');
+    const sent = h.processed('upload.sent');
+    conn.accept(1);
+    await conn.receiveUpload();
+    expect((await sent).context.following).toBeUndefined();
+    expect(conn.tokens.pending).toEqual([]);
+    conn.done({ id: 1, savedAs: 'a.bin', bytes: a.length, sha256: sha256(a) });
+    expect((await conn.expect('upload-offer')).offer.id).toBe(2);
+  });
+});
+
 describe('client: messages handed over together', () => {
   it('sends every message of a batch, in order and nothing else, and settles every ack that arrives in one read in one step', async () => {
     const h = start();

@@ -11,7 +11,7 @@ import { content, deferred, removeTempDirs, sha256, tempDir, within } from './he
 afterEach(() => removeTempDirs());
 
 /** Streams `file` over a memory pair and decodes what arrives on the other end. */
-async function streamed(file: string, size: number, offset = 0): Promise<{ result: { sha256: string; bytes: number }; data: Buffer; end: Extract<ServerToken, { type: 'upload-end' }> | undefined }> {
+async function streamed(file: string, size: number, offset = 0, preloaded?: Promise<Buffer>): Promise<{ result: { sha256: string; bytes: number }; data: Buffer; end: Extract<ServerToken, { type: 'upload-end' }> | undefined }> {
   const [near, far] = memoryPair();
   const decoder = new ServerDecoder(DEFAULT_LIMITS);
   decoder.feed(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test' })]));
@@ -27,7 +27,7 @@ async function streamed(file: string, size: number, offset = 0): Promise<{ resul
       }
     }
   });
-  const result = await streamFile({ path: file, id: 3, size, offset, transport: near, signal: new AbortController().signal, onProgress: () => {} });
+  const result = await streamFile({ path: file, id: 3, size, offset, transport: near, signal: new AbortController().signal, onProgress: () => {}, ...(preloaded ? { preloaded } : {}) });
   // The memory transport delivers asynchronously; the UPLOAD_END is the last frame.
   await within(ended.promise, 'the UPLOAD_END frame');
   near.destroy();
@@ -73,6 +73,31 @@ describe('streamFile', () => {
     const { result, data: received } = await streamed(fileWith(data), data.length, 60_000);
     expect(received).toEqual(data.subarray(60_000));
     expect(result.sha256).toBe(sha256(data));
+  });
+
+  it('sends a small file from the content read while its offer travelled, without reading it again', async () => {
+    const data = content(40_000, 12);
+    const file = fileWith(data);
+    const preloaded = fs.promises.readFile(file);
+    await preloaded;
+    // Gone from the disk: only the preloaded bytes can be sent.
+    fs.unlinkSync(file);
+    const { result, data: received, end } = await streamed(file, data.length, 0, preloaded);
+    expect(received).toEqual(data);
+    expect(result.sha256).toBe(sha256(data));
+    expect(end?.sha256).toBe(sha256(data));
+  });
+
+  it('fails with E_LOCAL_FILE when the preloaded content is shorter than announced, or could not be read', async () => {
+    const data = content(1000, 13);
+    const file = fileWith(data);
+    const short = await streamed(file, 2000, 0, Promise.resolve(data)).then(() => undefined, (err: unknown) => err);
+    expect((short as FerryError).code).toBe('E_LOCAL_FILE');
+    const unreadable = Promise.reject(Object.assign(new Error('permission denied'), { code: 'EACCES' }));
+    unreadable.catch(() => undefined);
+    const failed = await streamed(file, data.length, 0, unreadable as Promise<Buffer>).then(() => undefined, (err: unknown) => err);
+    expect((failed as FerryError).code).toBe('E_LOCAL_FILE');
+    expect((failed as FerryError).message).toContain('permission denied');
   });
 
   it('sends no DATA frame for an empty file, only the end', async () => {

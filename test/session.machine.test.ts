@@ -475,6 +475,20 @@ describe('session: uploads', () => {
     expect((await h.client.expect('upload-done')).result).toMatchObject({ id: 3, savedAs: 'notes.txt', bytes: body.length });
   });
 
+  it('reads an offer sent right behind UPLOAD_END only after answering the upload it follows', async () => {
+    const h = start({ rawStore: true });
+    await h.handshake();
+    const a = Buffer.from('first file');
+    const b = Buffer.from('second');
+    await beginUpload(h, 1, 'a.txt', a.length);
+    h.client.write(Buffer.concat([frames.data(a), frames.end(1, sha256(a)), frames.offer(2, 'b.txt', b.length)]));
+    expect((await h.client.expect('upload-done')).result).toMatchObject({ id: 1, savedAs: 'a.txt' });
+    expect(await h.client.expect('upload-accept')).toEqual({ type: 'upload-accept', id: 2, offset: 0 });
+    h.client.write(frames.data(b), frames.end(2, sha256(b)));
+    expect((await h.client.expect('upload-done')).result).toMatchObject({ id: 2, savedAs: 'b.txt' });
+    expect(finalFiles(h.root)).toEqual(['a.txt', 'b.txt']);
+  });
+
   it('still answers upload-done when the media step fails', async () => {
     const h = start();
     await h.handshake();

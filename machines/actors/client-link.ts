@@ -5,7 +5,7 @@ import { FerryError, ProtocolError } from '../../transport/errors.js';
 import type { ClientToken, ErrorInfo, HelloInfo, Limits, OpenResultInfo, UploadResultInfo, WelcomeInfo } from '../../transport/frames.js';
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
 import type { Dialer, Transport } from '../../transport/transport.js';
-import { streamFile } from './file-source.js';
+import { PRELOAD_MAX_BYTES, streamFile } from './file-source.js';
 import { authMac } from '../../transport/auth.js';
 import type { ResumeBook } from '../../media/resume-book.js';
 
@@ -95,6 +95,8 @@ interface OpenUpload {
   path: string;
   size: number;
   abort: AbortController;
+  /** A small file's content, read while its offer is on the way. */
+  preloaded?: Promise<Buffer>;
 }
 
 /**
@@ -272,7 +274,11 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       return;
     }
     if (down || !transport) return;
-    upload = { id, path: filePath, size, abort: new AbortController() };
+    // A small file is read while the offer travels and the server opens its side, so that the
+    // accept finds it ready to send. (A read error surfaces when the upload streams, as it would.)
+    const preloaded = size > 0 && size <= PRELOAD_MAX_BYTES ? fs.readFile(filePath) : undefined;
+    preloaded?.catch(() => undefined);
+    upload = { id, path: filePath, size, abort: new AbortController(), ...(preloaded ? { preloaded } : {}) };
     if (key !== undefined) uploadKeys.set(id, key);
     transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size, ...(key !== undefined ? { key } : {}), ...(open ? { open: true } : {}) }));
     sendBack({ type: 'upload.offered', id, size });
@@ -300,6 +306,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         sendBack({ type: 'upload.progress', id, sent, total: current.size });
       },
       ...(input.rateLimit ? { rateLimit: input.rateLimit } : {}),
+      ...(current.preloaded ? { preloaded: current.preloaded } : {}),
     }).then(
       ({ sha256 }) => {
         if (current.abort.signal.aborted) return;

@@ -19,7 +19,15 @@ export interface FileSourceOptions {
   framing?: 'native' | 'raw';
   /** Resume: the server already has this many bytes. They are read and hashed here, not sent. */
   offset?: number;
+  /**
+   * The file's content, read while the offer was on its way (small files only): then nothing waits
+   * for the disk once the server accepts. Used when the upload starts from the beginning.
+   */
+  preloaded?: Promise<Buffer>;
 }
+
+/** Files up to this size are read into memory while their offer travels (see `preloaded`). */
+export const PRELOAD_MAX_BYTES = 1024 * 1024;
 
 const CHUNK = 256 * 1024;
 const MAX_IN_FLIGHT = 4 * CHUNK;
@@ -55,8 +63,15 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
     // Exactly the announced bytes are read: the stream ends there, without a read that finds the
     // end of the file (one more trip to the disk per file, which adds up over many small files).
     // Bytes appended after the file was measured are not sent; a file that shrank fails below.
-    stream = opts.size > offset ? fs.createReadStream(opts.path, { start: offset, end: opts.size - 1, highWaterMark: chunkSize }) : undefined;
-    for await (const chunk of (stream ?? []) as AsyncIterable<Buffer>) {
+    let source: AsyncIterable<Buffer> | Iterable<Buffer>;
+    if (opts.preloaded && offset === 0) {
+      const whole = await opts.preloaded;
+      source = chunksOf(whole.subarray(0, opts.size), chunkSize);
+    } else {
+      stream = opts.size > offset ? fs.createReadStream(opts.path, { start: offset, end: opts.size - 1, highWaterMark: chunkSize }) : undefined;
+      source = (stream ?? []) as AsyncIterable<Buffer>;
+    }
+    for await (const chunk of source) {
       if (signal.aborted) throw signal.reason;
       hash.update(chunk);
       let more: boolean;
@@ -87,6 +102,10 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
   const sha256 = hash.digest('hex');
   if (!raw) transport.write(encode.uploadEnd(opts.id, sha256));
   return { sha256, bytes: sent };
+}
+
+function* chunksOf(data: Buffer, size: number): Iterable<Buffer> {
+  for (let at = 0; at < data.length; at += size) yield data.subarray(at, at + size);
 }
 
 /** Resolves on `drain`; rejects when the connection closes or the upload is abandoned first. */

@@ -143,6 +143,8 @@ export interface ClientHarnessOptions {
   /** Heartbeat interval; off unless a test sets it. */
   heartbeatMs?: number;
   maxQueued?: number;
+  /** Offer the next upload before the current one is confirmed (the default) or not. */
+  pipelineUploads?: boolean;
   /** Drive the retry timer with a simulated clock instead of the real one. */
   simulated?: boolean;
 }
@@ -164,6 +166,7 @@ export class ClientHarness {
         retry: { initialMs: 5, maxMs: 20, forMs: undefined, ...opts.retry },
         handshakeMs: opts.handshakeMs ?? 10_000,
         ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
+        ...(opts.pipelineUploads === undefined ? {} : { pipelineUploads: opts.pipelineUploads }),
         book: new ResumeBook(),
         server: 'memory',
         heartbeatMs: opts.heartbeatMs ?? 0,
