@@ -46,7 +46,8 @@ export type UploadJob = { kind: 'upload'; id: number; path: string; name: string
 export type RequestJob = MessageJob | OpenJob;
 export type Job = RequestJob | UploadJob;
 
-export interface ClientContext {
+/** What the client was created with; it never changes. */
+export interface ClientSettings {
   dial: Dialer;
   hello: HelloInfo;
   retry: RetryPolicy;
@@ -57,6 +58,16 @@ export interface ClientContext {
   server: string;
   heartbeatMs: number;
   token: string | undefined;
+  pipelineUploads: boolean;
+}
+
+/**
+ * The machine's context. Settings sit in one object of their own: XState copies the context on
+ * every assign (`Object.assign({}, context, update)`), and V8 gives such a copy with 20 or more
+ * keys slow dictionary-mode properties, which made every later read and copy several times slower.
+ */
+export interface ClientContext {
+  settings: ClientSettings;
   /** Waiting to be sent, in the order they were handed over. */
   queue: Job[];
   /** Sent and not yet answered; sent again, in order, after a reconnect. */
@@ -65,7 +76,6 @@ export interface ClientContext {
   current: UploadJob | undefined;
   /** The next upload, offered while the server was still checking `current`. */
   following: UploadJob | undefined;
-  pipelineUploads: boolean;
   /** Limits the server announced in its welcome. */
   serverLimits: Limits;
   /** Failed connection attempts in a row. */
@@ -161,13 +171,13 @@ export const clientMachine = setup({
   },
   guards: {
     fatal: ({ event }) => event.type === 'link.down' && FATAL.has(event.error.code),
-    gaveUp: ({ context }) => context.retry.forMs !== undefined && Date.now() - context.downSince >= context.retry.forMs,
-    queueFull: ({ context }) => context.queue.length + context.inflight.length >= context.maxQueued,
+    gaveUp: ({ context }) => context.settings.retry.forMs !== undefined && Date.now() - context.downSince >= context.settings.retry.forMs,
+    queueFull: ({ context }) => context.queue.length + context.inflight.length >= context.settings.maxQueued,
     tooLarge: ({ context, event }) => event.type === 'message' && messageTooLarge(event.text, context.serverLimits),
     nextIsUpload: ({ context }) => context.queue[0]?.kind === 'upload',
     /** The current upload is all on the wire and the next job is an upload: offer it now. */
     canOfferFollowing: ({ context, event }) =>
-      context.pipelineUploads && event.type === 'upload.sent' && event.id === context.current?.id && context.following === undefined && context.queue[0]?.kind === 'upload',
+      context.settings.pipelineUploads && event.type === 'upload.sent' && event.id === context.current?.id && context.following === undefined && context.queue[0]?.kind === 'upload',
     hasFollowing: ({ context }) => context.following !== undefined,
     isFollowingUpload: ({ context, event }) =>
       context.following !== undefined && (event.type === 'upload.offered' || event.type === 'upload.unreadable') && event.id === context.following.id,
@@ -192,13 +202,13 @@ export const clientMachine = setup({
     refuseQueueFull: emit(({ event, context }) => ({
       type: 'failed' as const,
       id: 'id' in event ? (event.id as number) : -1,
-      error: new FerryError('E_CONNECTION_LOST', `${context.maxQueued} items are already waiting for the server; wait for them before adding more.`),
+      error: new FerryError('E_CONNECTION_LOST', `${context.settings.maxQueued} items are already waiting for the server; wait for them before adding more.`),
     })),
     /** Queues the messages of a batch while there is room; the rest fail at once, as single ones would. */
     enqueueMessages: enqueueActions(({ context, event, enqueue }) => {
       const messages = messagesIn(event);
-      const room = Math.max(0, context.maxQueued - context.queue.length - context.inflight.length);
-      const error = new FerryError('E_CONNECTION_LOST', `${context.maxQueued} items are already waiting for the server; wait for them before adding more.`);
+      const room = Math.max(0, context.settings.maxQueued - context.queue.length - context.inflight.length);
+      const error = new FerryError('E_CONNECTION_LOST', `${context.settings.maxQueued} items are already waiting for the server; wait for them before adding more.`);
       for (const m of messages.slice(room)) enqueue.emit({ type: 'failed', id: m.id, error });
       if (room > 0) enqueue.assign({ queue: [...context.queue, ...messages.slice(0, room).map((m) => ({ kind: 'message' as const, id: m.id, text: m.text }))] });
     }),
@@ -333,7 +343,7 @@ export const clientMachine = setup({
       attempt: ({ context }) => context.attempt + 1,
       // The first failure after a working connection starts the retry budget afresh.
       downSince: ({ context }) => (context.attempt === 0 && context.lastError === undefined ? Date.now() : context.downSince),
-      retryDelayMs: ({ context }) => backoffDelay(context.retry, context.attempt),
+      retryDelayMs: ({ context }) => backoffDelay(context.settings.retry, context.attempt),
       lastError: ({ event, context }) => (event.type === 'link.down' ? event.error : context.lastError),
     }),
     emitRetrying: emit(({ context }) => ({
@@ -350,7 +360,7 @@ export const clientMachine = setup({
           : params.reason === 'gave-up'
             ? new FerryError(
                 'E_GAVE_UP',
-                `The server could not be reached for ${Math.round((context.retry.forMs ?? 0) / 1000)} s: ${context.lastError?.message ?? 'no answer'}`,
+                `The server could not be reached for ${Math.round((context.settings.retry.forMs ?? 0) / 1000)} s: ${context.lastError?.message ?? 'no answer'}`,
               )
             : new FerryError('E_CLOSED', 'The client was closed before the server confirmed this.');
       const jobs = [...context.inflight, ...(context.current ? [context.current] : []), ...(context.following ? [context.following] : []), ...context.queue];
@@ -369,21 +379,23 @@ export const clientMachine = setup({
 }).createMachine({
   id: 'client',
   context: ({ input }) => ({
-    dial: input.dial,
-    hello: { version: 1, agent: input.agent, clientId: input.clientId },
-    retry: input.retry,
-    handshakeMs: input.handshakeMs,
-    rateLimit: input.rateLimit,
-    maxQueued: input.maxQueued ?? 10_000,
-    book: input.book,
-    server: input.server,
-    heartbeatMs: input.heartbeatMs,
-    token: input.token,
+    settings: {
+      dial: input.dial,
+      hello: { version: 1, agent: input.agent, clientId: input.clientId },
+      retry: input.retry,
+      handshakeMs: input.handshakeMs,
+      rateLimit: input.rateLimit,
+      maxQueued: input.maxQueued ?? 10_000,
+      book: input.book,
+      server: input.server,
+      heartbeatMs: input.heartbeatMs,
+      token: input.token,
+      pipelineUploads: input.pipelineUploads ?? true,
+    },
     queue: [],
     inflight: [],
     current: undefined,
     following: undefined,
-    pipelineUploads: input.pipelineUploads ?? true,
     serverLimits: DEFAULT_LIMITS,
     attempt: 0,
     downSince: Date.now(),
@@ -398,15 +410,15 @@ export const clientMachine = setup({
         id: 'link',
         src: 'link',
         input: ({ context }) => ({
-          dial: context.dial,
-          hello: context.hello,
+          dial: context.settings.dial,
+          hello: context.settings.hello,
           limits: DEFAULT_LIMITS,
-          handshakeMs: context.handshakeMs,
-          book: context.book,
-          server: context.server,
-          heartbeatMs: context.heartbeatMs,
-          ...(context.token !== undefined ? { token: context.token } : {}),
-          ...(context.rateLimit ? { rateLimit: context.rateLimit } : {}),
+          handshakeMs: context.settings.handshakeMs,
+          book: context.settings.book,
+          server: context.settings.server,
+          heartbeatMs: context.settings.heartbeatMs,
+          ...(context.settings.token !== undefined ? { token: context.settings.token } : {}),
+          ...(context.settings.rateLimit ? { rateLimit: context.settings.rateLimit } : {}),
         }),
       },
       on: {

@@ -112,8 +112,8 @@ export const serverMachine = setup({
      */
     stopOrphans: ({ event, self }) => {
       const session = self.getSnapshot().children[(event as { actorId: string }).actorId];
-      const context = (session?.getSnapshot() as { context?: { transport?: Transport } } | undefined)?.context;
-      context?.transport?.destroy();
+      const context = (session?.getSnapshot() as { context?: { settings?: { transport?: Transport } } } | undefined)?.context;
+      context?.settings?.transport?.destroy();
     },
     logTurnedAway: ({ context, event }) => {
       if (event.type !== 'turned-away') return;

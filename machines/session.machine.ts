@@ -103,7 +103,8 @@ interface CurrentUpload {
   saved?: SavedFile;
 }
 
-export interface SessionContext {
+/** What the session was started with; it never changes. */
+export interface SessionSettings {
   id: string;
   remote: string;
   transport: Transport;
@@ -113,17 +114,25 @@ export interface SessionContext {
   codecs: CodecFactory;
   timeouts: SessionTimeouts;
   agent: string;
+  media: OpenSettings;
+  journal: HandledMessages;
+  token: string | undefined;
+  authFailureDelayMs: number;
+  admission: AuthAdmission | undefined;
+}
+
+/**
+ * The session's context. Settings sit in one object of their own: XState copies the context on
+ * every assign, and V8 gives a copy with 20 or more keys slow dictionary-mode properties.
+ */
+export interface SessionContext {
+  settings: SessionSettings;
   format: WireFormat | undefined;
   upload: CurrentUpload | undefined;
   /** A request to open a file stored earlier, while it is being handled. */
   openRequest: { id: number; name: string } | undefined;
-  media: OpenSettings;
-  journal: HandledMessages;
-  token: string | undefined;
   /** The challenge sent to this client, while it is being authenticated. */
   nonce: string | undefined;
-  authFailureDelayMs: number;
-  admission: AuthAdmission | undefined;
   /** The client's id from its hello; messages are deduplicated per client id. */
   clientId: string | undefined;
   /** When this session last launched apps, for the per-minute limit. */
@@ -153,15 +162,15 @@ function refuseOthers(expected: TokenType[]) {
 /** Whether the upload under way is to be opened once stored. */
 function uploadOpeningAsked(context: SessionContext): boolean {
   // An original client cannot ask; with opening enabled it gets the original tool's behaviour.
-  return context.upload?.offer.open === true || (context.format === 'legacy' && context.media.enabled);
+  return context.upload?.offer.open === true || (context.format === 'legacy' && context.settings.media.enabled);
 }
 
 function recordMessages(context: SessionContext, fresh: { id: number; text: string }[], resent: number[]): void {
   for (const m of fresh) {
-    context.log.info({ event: 'message', id: m.id, text: m.text }, 'message');
-    if (context.clientId !== undefined) context.journal.record(context.clientId, m.id);
+    context.settings.log.info({ event: 'message', id: m.id, text: m.text }, 'message');
+    if (context.clientId !== undefined) context.settings.journal.record(context.clientId, m.id);
   }
-  for (const id of resent) context.log.debug({ event: 'duplicate-message', id }, 'message already handled; acknowledged again');
+  for (const id of resent) context.settings.log.debug({ event: 'duplicate-message', id }, 'message already handled; acknowledged again');
 }
 
 function errorReply(error: FerryError, id?: number): SessionReply {
@@ -187,19 +196,19 @@ export const sessionMachine = setup({
     dispatchMedia: fromPromise<MediaOutcome, MediaRequest>(({ input }) => dispatchMediaRequest(input)),
   },
   delays: {
-    handshakeTimeout: ({ context }) => context.timeouts.handshakeMs,
-    authFailureDelay: ({ context }) => context.authFailureDelayMs,
+    handshakeTimeout: ({ context }) => context.settings.timeouts.handshakeMs,
+    authFailureDelay: ({ context }) => context.settings.authFailureDelayMs,
   },
   guards: {
     isLegacy: ({ context }) => context.format === 'legacy',
-    shutOut: ({ context }) => context.admission !== undefined && !context.admission.admit(hostOf(context.remote)),
-    needsToken: ({ context }) => context.token !== undefined && context.format !== 'legacy',
+    shutOut: ({ context }) => context.settings.admission !== undefined && !context.settings.admission.admit(hostOf(context.settings.remote)),
+    needsToken: ({ context }) => context.settings.token !== undefined && context.format !== 'legacy',
     answerMatches: ({ context, event }) =>
-      event.type === 'auth' && context.token !== undefined && context.nonce !== undefined && macMatches(context.token, context.nonce, event.mac),
+      event.type === 'auth' && context.settings.token !== undefined && context.nonce !== undefined && macMatches(context.settings.token, context.nonce, event.mac),
     isDraining: ({ context }) => context.draining,
     isUpload: ({ context }) => context.upload?.saved !== undefined,
     openingAsked: ({ context }) => context.upload !== undefined && uploadOpeningAsked(context),
-    alreadyHandled: ({ context, event }) => event.type === 'message' && context.clientId !== undefined && context.journal.seen(context.clientId, event.id),
+    alreadyHandled: ({ context, event }) => event.type === 'message' && context.clientId !== undefined && context.settings.journal.seen(context.clientId, event.id),
     endedCleanly: ({ event }) => event.type === 'peer-ended' && event.clean,
   },
   actions: {
@@ -211,18 +220,18 @@ export const sessionMachine = setup({
       type: 'reply' as const,
       reply: {
         type: 'welcome' as const,
-        info: { version: 1, agent: context.agent, session: context.id, maxMessage: context.limits.maxMessage, maxFrame: context.limits.maxFrame },
+        info: { version: 1, agent: context.settings.agent, session: context.settings.id, maxMessage: context.settings.limits.maxMessage, maxFrame: context.settings.limits.maxFrame },
       },
     })),
     logHello: ({ context, event }) => {
       if (event.type !== 'hello') return;
-      context.log.info({ event: 'hello', format: context.format, agent: event.info.agent }, 'client said hello');
+      context.settings.log.info({ event: 'hello', format: context.format, agent: event.info.agent }, 'client said hello');
     },
     handleMessage: ({ context, event }) => {
       if (event.type !== 'message') return;
-      context.log.info({ event: 'message', id: event.id, text: event.text }, 'message');
+      context.settings.log.info({ event: 'message', id: event.id, text: event.text }, 'message');
       // Recorded before the acknowledgement goes out: once acknowledged, it is known as handled.
-      if (context.clientId !== undefined) context.journal.record(context.clientId, event.id);
+      if (context.clientId !== undefined) context.settings.journal.record(context.clientId, event.id);
     },
     /** A run of whole messages from one read: each is handled (or recognised as a resend) and acknowledged, in order. */
     handleMessages: enqueueActions(({ context, event, enqueue }) => {
@@ -232,7 +241,7 @@ export const sessionMachine = setup({
       let highest = -Infinity;
       for (const m of event.messages) {
         // The same rule as the journal's: an id at or below one already handled is a resend.
-        if (context.clientId !== undefined && (m.id <= highest || context.journal.seen(context.clientId, m.id))) resent.push(m.id);
+        if (context.clientId !== undefined && (m.id <= highest || context.settings.journal.seen(context.clientId, m.id))) resent.push(m.id);
         else {
           fresh.push({ id: m.id, text: m.text });
           highest = Math.max(highest, m.id);
@@ -248,7 +257,7 @@ export const sessionMachine = setup({
     }),
     logDuplicate: ({ context, event }) => {
       if (event.type !== 'message') return;
-      context.log.debug({ event: 'duplicate-message', id: event.id }, 'message already handled; acknowledged again');
+      context.settings.log.debug({ event: 'duplicate-message', id: event.id }, 'message already handled; acknowledged again');
     },
     sendChallenge: enqueueActions(({ enqueue }) => {
       const nonce = newNonce();
@@ -256,9 +265,9 @@ export const sessionMachine = setup({
       enqueue.sendTo('connection', { type: 'reply', reply: { type: 'challenge', nonce } });
     }),
     logAuthFailed: ({ context }) => {
-      context.log.warn({ event: 'auth-failed' }, 'a client answered the challenge with the wrong token');
+      context.settings.log.warn({ event: 'auth-failed' }, 'a client answered the challenge with the wrong token');
     },
-    reportAuthFailure: ({ context }) => context.admission?.failed(hostOf(context.remote)),
+    reportAuthFailure: ({ context }) => context.settings.admission?.failed(hostOf(context.settings.remote)),
     refuseToken: sendTo('connection', {
       type: 'close',
       reply: { type: 'error', error: { code: 'E_AUTH_FAILED', message: 'The token was not accepted; check --token or FERRY_TOKEN.' } },
@@ -285,9 +294,9 @@ export const sessionMachine = setup({
       if (outcome.opened) {
         const now = Date.now();
         enqueue.assign({ launches: [...context.launches.filter((t) => now - t < 60_000), now] });
-        context.log.info({ event: 'media-opened', file: subject, kind: outcome.kind, mime: outcome.mime, app: outcome.app, pid: outcome.pid }, `opened ${subject} with ${outcome.app}`);
+        context.settings.log.info({ event: 'media-opened', file: subject, kind: outcome.kind, mime: outcome.mime, app: outcome.app, pid: outcome.pid }, `opened ${subject} with ${outcome.app}`);
       } else {
-        context.log.info({ event: 'media-refused', file: subject, code: outcome.code, kind: outcome.kind, mime: outcome.mime }, outcome.message);
+        context.settings.log.info({ event: 'media-refused', file: subject, code: outcome.code, kind: outcome.kind, mime: outcome.mime }, outcome.message);
       }
     }),
     replyOpenResult: sendTo('connection', ({ context, event }) => {
@@ -300,7 +309,7 @@ export const sessionMachine = setup({
     })),
     logUploadStarted: ({ context, event }) => {
       if (event.type !== 'file.ready' || !context.upload) return;
-      context.log.info({ event: 'upload-started', id: context.upload.offer.id, name: event.name, size: context.upload.offer.size }, 'upload started');
+      context.settings.log.info({ event: 'upload-started', id: context.upload.offer.id, name: event.name, size: context.upload.offer.size }, 'upload started');
     },
     forwardChunk: sendTo('receiver', ({ event }) => (event.type === 'data' ? event : { type: 'finish' as const })),
     finishFile: sendTo('receiver', ({ event }) =>
@@ -312,7 +321,7 @@ export const sessionMachine = setup({
     logFileSaved: ({ context, event }) => {
       if (event.type !== 'file.saved') return;
       const { savedAs, bytes, sha256 } = event.saved;
-      context.log.info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, savedAs, bytes, sha256 }, 'file saved');
+      context.settings.log.info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, savedAs, bytes, sha256 }, 'file saved');
     },
     emitFileSaved: emit(({ event }) => ({ type: 'file-saved' as const, saved: event.type === 'file.saved' ? event.saved : { savedAs: '', path: '', bytes: 0, sha256: '' } })),
     replyUploadDone: sendTo('connection', ({ context, event }) => {
@@ -338,7 +347,7 @@ export const sessionMachine = setup({
     })),
     logUploadFailed: ({ context, event }) => {
       const error = (event as { error?: FerryError }).error;
-      context.log.warn({ event: 'upload-failed', id: context.upload?.offer.id, name: context.upload?.offer.name, code: error?.code }, error?.message ?? 'upload failed');
+      context.settings.log.warn({ event: 'upload-failed', id: context.upload?.offer.id, name: context.upload?.offer.name, code: error?.code }, error?.message ?? 'upload failed');
     },
     closeWithError: sendTo('connection', ({ context, event }) => ({
       type: 'close' as const,
@@ -347,10 +356,10 @@ export const sessionMachine = setup({
     })),
     logProtocolError: ({ context, event }) => {
       if (event.type !== 'protocol-error') return;
-      context.log.warn({ event: 'protocol-error', code: event.error.code }, event.error.message);
+      context.settings.log.warn({ event: 'protocol-error', code: event.error.code }, event.error.message);
     },
     refuseUnexpected: sendTo('connection', ({ context, event }) => {
-      context.log.warn({ event: 'protocol-error', code: 'E_UNEXPECTED_FRAME', frame: event.type }, `unexpected ${event.type} frame`);
+      context.settings.log.warn({ event: 'protocol-error', code: 'E_UNEXPECTED_FRAME', frame: event.type }, `unexpected ${event.type} frame`);
       return {
         type: 'close' as const,
         reply: { type: 'error' as const, error: { code: 'E_UNEXPECTED_FRAME', message: `A ${event.type} frame is not allowed at this point; the client is broken or out of date.` } },
@@ -359,39 +368,41 @@ export const sessionMachine = setup({
     closeGracefully: sendTo('connection', { type: 'close', reply: { type: 'bye' } }),
     closeQuietly: sendTo('connection', { type: 'close' }),
     logHandshakeTimeout: ({ context }) => {
-      context.log.warn({ event: 'handshake-timeout', ms: context.timeouts.handshakeMs }, 'no handshake in time; closing');
+      context.settings.log.warn({ event: 'handshake-timeout', ms: context.settings.timeouts.handshakeMs }, 'no handshake in time; closing');
     },
     logPeerEnded: ({ context, event }) => {
       if (event.type !== 'peer-ended') return;
-      if (event.clean) context.log.debug({ event: 'peer-ended' }, 'client finished sending');
-      else context.log.warn({ event: 'peer-ended', clean: false, upload: context.upload?.offer.name }, 'client stopped in the middle of a frame');
+      if (event.clean) context.settings.log.debug({ event: 'peer-ended' }, 'client finished sending');
+      else context.settings.log.warn({ event: 'peer-ended', clean: false, upload: context.upload?.offer.name }, 'client stopped in the middle of a frame');
     },
     logClosed: ({ context, event }) => {
       const error = event.type === 'peer-gone' ? event.error : undefined;
-      context.log.info({ event: 'disconnected', ...(error ? { reason: (error as NodeJS.ErrnoException).code ?? error.message } : {}) }, 'connection closed');
+      context.settings.log.info({ event: 'disconnected', ...(error ? { reason: (error as NodeJS.ErrnoException).code ?? error.message } : {}) }, 'connection closed');
     },
   },
 }).createMachine({
   id: 'session',
   context: ({ input }) => ({
-    id: input.id,
-    remote: input.transport.remote,
-    transport: input.transport,
-    store: input.store,
-    log: input.log,
-    limits: input.limits,
-    codecs: input.codecs,
-    timeouts: input.timeouts,
-    agent: input.agent,
+    settings: {
+      id: input.id,
+      remote: input.transport.remote,
+      transport: input.transport,
+      store: input.store,
+      log: input.log,
+      limits: input.limits,
+      codecs: input.codecs,
+      timeouts: input.timeouts,
+      agent: input.agent,
+      media: input.media,
+      journal: input.journal,
+      token: input.token,
+      authFailureDelayMs: input.authFailureDelayMs ?? 1_000,
+      admission: input.admission,
+    },
     format: undefined,
     upload: undefined,
     openRequest: undefined,
-    media: input.media,
-    journal: input.journal,
-    token: input.token,
     nonce: undefined,
-    authFailureDelayMs: input.authFailureDelayMs ?? 1_000,
-    admission: input.admission,
     clientId: undefined,
     launches: [],
     draining: false,
@@ -400,12 +411,12 @@ export const sessionMachine = setup({
     id: 'connection',
     src: 'connection',
     input: ({ context }) => ({
-      transport: context.transport,
-      limits: context.limits,
-      codecs: context.codecs,
-      ...(context.journal.flush ? { beforeSend: () => context.journal.flush!() } : {}),
-      ...(context.timeouts.heartbeatMs ? { heartbeatMs: context.timeouts.heartbeatMs } : {}),
-      ...(context.timeouts.idleMs ? { idleMs: context.timeouts.idleMs } : {}),
+      transport: context.settings.transport,
+      limits: context.settings.limits,
+      codecs: context.settings.codecs,
+      ...(context.settings.journal.flush ? { beforeSend: () => context.settings.journal.flush!() } : {}),
+      ...(context.settings.timeouts.heartbeatMs ? { heartbeatMs: context.settings.timeouts.heartbeatMs } : {}),
+      ...(context.settings.timeouts.idleMs ? { idleMs: context.settings.timeouts.idleMs } : {}),
     }),
   },
   on: {
@@ -478,7 +489,7 @@ export const sessionMachine = setup({
       invoke: {
         id: 'receiver',
         src: 'fileReceiver',
-        input: ({ context }) => ({ store: context.store, offer: context.upload!.offer }),
+        input: ({ context }) => ({ store: context.settings.store, offer: context.upload!.offer }),
       },
       initial: 'opening',
       states: {
@@ -535,9 +546,9 @@ export const sessionMachine = setup({
             wanted,
             ...(saved ? { path: saved.path } : {}),
             name: saved?.savedAs ?? context.openRequest?.name ?? '',
-            settings: context.media,
-            rateLimited: !launchAllowed(context.launches, Date.now(), context.media.perMinute),
-            store: context.store,
+            settings: context.settings.media,
+            rateLimited: !launchAllowed(context.launches, Date.now(), context.settings.media.perMinute),
+            store: context.settings.store,
           };
         },
         onDone: [

@@ -280,8 +280,8 @@ describe('startInspection towards a WebSocket', () => {
     const serverContext = snapshotsOf(serverActor).at(-1)!.context!;
     expect(serverContext).toMatchObject({ log: '<Pino>', store: '<UploadStore>', host: '127.0.0.1' });
     const sessionContext = snapshotsOf(sessionActor).at(-1)!.context!;
-    expect(sessionContext.transport).toMatch(/^<\w+>$/);
-    expect(sessionActor.name.startsWith(`${sessionContext.id} `)).toBe(true);
+    expect((sessionContext.settings as Record<string, unknown>).transport).toMatch(/^<\w+>$/);
+    expect(sessionActor.name.startsWith(`${(sessionContext.settings as Record<string, unknown>).id} `)).toBe(true);
     expect(snapshotsOf(clientActor).some((snapshot) => JSON.stringify(snapshot.value).includes('online'))).toBe(true);
   });
 

@@ -391,7 +391,7 @@ describe('token authentication (library)', () => {
     expect(session.value).toBe('authenticating');
     // Without sanitising, both carry the token.
     expect(snapshot.context.token).toBe(TOKEN);
-    expect(session.context.token).toBe(TOKEN);
+    expect((session.context.settings as { token?: string }).token).toBe(TOKEN);
 
     const material = { server: snapshot, session, error: new Error(`bad token ${TOKEN}`), note: `the token is ${TOKEN}` };
     for (const options of [{ secrets: [TOKEN] }, {}]) {
@@ -400,9 +400,9 @@ describe('token authentication (library)', () => {
       expect(text.includes(TOKEN), JSON.stringify(options)).toBe(options.secrets ? false : true);
     }
     // By key alone (no secrets given) the contexts' own `token` fields are still blanked.
-    const byKey = sanitize({ server: snapshot.context, session: session.context }) as { server: { token: unknown }; session: { token: unknown } };
+    const byKey = sanitize({ server: snapshot.context, session: session.context }) as { server: { token: unknown }; session: { settings: { token: unknown } } };
     expect(byKey.server.token).toBe(REDACTED);
-    expect(byKey.session.token).toBe(REDACTED);
+    expect(byKey.session.settings.token).toBe(REDACTED);
   });
 });
 
