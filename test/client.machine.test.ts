@@ -519,6 +519,18 @@ describe('client: fatal errors and closing', () => {
   });
 });
 
+/**
+ * Hands over uploads 1 (`a.bin`) and 2 (`b.bin`, or the path given), takes the first offer, accepts it and
+ * receives its bytes: the first upload now waits for the server's verdict.
+ */
+async function firstOfTwoSent(h: ClientHarness, conn: ServerConn, a: Buffer, second: Buffer | string): Promise<void> {
+  h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
+  h.actor.send({ type: 'upload', id: 2, path: typeof second === 'string' ? second : file(second, 'b.bin') });
+  expect((await conn.expect('upload-offer')).offer.id).toBe(1);
+  conn.accept(1);
+  expect((await conn.receiveUpload()).bytes).toEqual(a);
+}
+
 describe('client: uploads one after another', () => {
   it('offers the next upload once the current one is all sent, and streams it on its accept after the first is confirmed', async () => {
     const h = start();
@@ -556,13 +568,8 @@ describe('client: uploads one after another', () => {
   it('goes on with the upload offered early when the server refuses the current one', async () => {
     const h = start();
     const conn = await h.connect();
-    const a = content(100, 23);
     const b = content(200, 24);
-    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
-    h.actor.send({ type: 'upload', id: 2, path: file(b, 'b.bin') });
-    await conn.expect('upload-offer');
-    conn.accept(1);
-    await conn.receiveUpload();
+    await firstOfTwoSent(h, conn, content(100, 23), b);
     await conn.expect('upload-offer');
     conn.error('E_HASH_MISMATCH', 'Corrupted on the way.', 1);
     expect(await h.next('failed')).toMatchObject({ id: 1, error: { code: 'E_HASH_MISMATCH' } });
@@ -576,11 +583,7 @@ describe('client: uploads one after another', () => {
     const h = start();
     const conn = await h.connect();
     const a = content(100, 25);
-    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
-    h.actor.send({ type: 'upload', id: 2, path: path.join(tempDir(), 'missing.bin') });
-    await conn.expect('upload-offer');
-    conn.accept(1);
-    await conn.receiveUpload();
+    await firstOfTwoSent(h, conn, a, path.join(tempDir(), 'missing.bin'));
     expect(await h.next('failed')).toMatchObject({ id: 2, error: { code: 'E_LOCAL_FILE' } });
     conn.done({ id: 1, savedAs: 'a.bin', bytes: a.length, sha256: sha256(a) });
     expect((await h.next('uploaded')).id).toBe(1);
@@ -592,11 +595,7 @@ describe('client: uploads one after another', () => {
     const first = await h.connect();
     const a = content(100, 26);
     const b = content(200, 27);
-    h.actor.send({ type: 'upload', id: 1, path: file(a, 'a.bin') });
-    h.actor.send({ type: 'upload', id: 2, path: file(b, 'b.bin') });
-    await first.expect('upload-offer');
-    first.accept(1);
-    await first.receiveUpload();
+    await firstOfTwoSent(h, first, a, b);
     await first.expect('upload-offer');
     const down = h.processed('link.down');
     first.transport.reset();
