@@ -441,7 +441,7 @@ export const clientMachine = setup({
           },
         },
         connected: {
-          description: 'Talking to the server: messages go out at once, uploads one at a time.',
+          description: 'Talking to the server: messages go out at once; uploads go in order, each next one offered while the server checks the last.',
           initial: 'idle',
           on: {
             'server.ack': { actions: 'settleMessages' },

@@ -35,7 +35,7 @@ function hostOf(remote: string): string {
 export interface HandledMessages {
   seen(clientId: string, id: number): boolean;
   record(clientId: string, id: number): void;
-  /** Makes the records so far durable; called before any acknowledgement is sent. */
+  /** Writes the records made since the last flush; called once a message, or a batch, is recorded. */
   flush?(): void;
 }
 
@@ -170,6 +170,8 @@ function recordMessages(context: SessionContext, fresh: { id: number; text: stri
     context.settings.log.info({ event: 'message', id: m.id, text: m.text }, 'message');
     if (context.clientId !== undefined) context.settings.journal.record(context.clientId, m.id);
   }
+  // One write for the whole batch, before any of it is emitted or acknowledged.
+  if (fresh.length > 0 && context.clientId !== undefined) context.settings.journal.flush?.();
   for (const id of resent) context.settings.log.debug({ event: 'duplicate-message', id }, 'message already handled; acknowledged again');
 }
 
@@ -230,8 +232,12 @@ export const sessionMachine = setup({
     handleMessage: ({ context, event }) => {
       if (event.type !== 'message') return;
       context.settings.log.info({ event: 'message', id: event.id, text: event.text }, 'message');
-      // Recorded before the acknowledgement goes out: once acknowledged, it is known as handled.
-      if (context.clientId !== undefined) context.settings.journal.record(context.clientId, event.id);
+      // Written down before anything else happens to it: once handled, it is known as handled, also
+      // by a server restarted after a SIGKILL.
+      if (context.clientId !== undefined) {
+        context.settings.journal.record(context.clientId, event.id);
+        context.settings.journal.flush?.();
+      }
     },
     /** A run of whole messages from one read: each is handled (or recognised as a resend) and acknowledged, in order. */
     handleMessages: enqueueActions(({ context, event, enqueue }) => {
@@ -414,7 +420,6 @@ export const sessionMachine = setup({
       transport: context.settings.transport,
       limits: context.settings.limits,
       codecs: context.settings.codecs,
-      ...(context.settings.journal.flush ? { beforeSend: () => context.settings.journal.flush!() } : {}),
       ...(context.settings.timeouts.heartbeatMs ? { heartbeatMs: context.settings.timeouts.heartbeatMs } : {}),
       ...(context.settings.timeouts.idleMs ? { idleMs: context.settings.timeouts.idleMs } : {}),
     }),

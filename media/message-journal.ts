@@ -20,11 +20,11 @@ export interface MessageJournalOptions {
  * Which messages the server has already handled, per client, so a message resent after a
  * reconnect is acknowledged again but not handled twice. A client numbers its messages in the
  * order it sends them and resends in that order, so the highest id handled is the whole record.
- * Records are written before the acknowledgements go out: a server killed with SIGKILL still knows
- * them after a restart (the kernel has the write). Records made while one batch of input is handled
- * are collected and written together by `flush()`, which the connection calls before it sends
- * anything, so a batch of 64 messages costs one write, not 64. The file is rewritten, one line per
- * client still within the retention, whenever it grows long.
+ * The session records a message and flushes before it does anything else with it (emits it,
+ * acknowledges it): a server killed with SIGKILL still knows it after a restart, since the kernel has
+ * the write. A batch of messages from one read is recorded first and flushed once, so 64 messages
+ * cost one write, not 64. The file is rewritten, one line per client still within the retention,
+ * whenever it grows long.
  */
 export class MessageJournal {
   readonly #file: string | undefined;
@@ -70,7 +70,7 @@ export class MessageJournal {
     return known !== undefined && id <= known.high;
   }
 
-  /** Records a handled message; `flush()` must run before it is acknowledged. */
+  /** Records a handled message; `flush()` must follow before it is emitted or acknowledged. */
   record(clientId: string, id: number): void {
     const now = Date.now();
     const known = this.#clients.get(clientId);
@@ -78,14 +78,14 @@ export class MessageJournal {
     if (this.#fd !== undefined) this.#pending += `${clientId} ${id} ${now}\n`;
   }
 
-  /** Writes the records made since the last flush; call before sending their acknowledgements. */
+  /** Writes the records made since the last flush, synchronously. */
   flush(): void {
     if (this.#pending === '' || this.#fd === undefined) return;
     const lines = this.#pending;
     this.#pending = '';
     try {
-      // Synchronous on purpose: a record the kernel has survives a SIGKILL of the server, and the
-      // acknowledgements it covers leave only after this returns.
+      // Synchronous on purpose: a record the kernel has survives a SIGKILL of the server, and what
+      // follows (the emit, the acknowledgement) happens only after this returns.
       fs.writeSync(this.#fd, lines);
       this.#lines += countLines(lines);
       if (this.#lines >= this.#compactAfter) this.#compact();

@@ -109,6 +109,8 @@ export class UploadStore {
   /** An empty file, created ahead of the next upload that needs one. */
   #spare: { path: string; fd: Promise<number> } | undefined;
   #closed = false;
+  /** Stems of partial files being made for uploads that have not started yet. */
+  readonly #starting = new Set<string>();
   /** The last free-space reading, reused briefly for small files. */
   #freeSpace: { free: number; at: number } | undefined;
 
@@ -163,7 +165,7 @@ export class UploadStore {
     if (offer.key !== undefined) return this.#resume(name, size, offer.key);
     await this.#checkFreeSpace(size);
 
-    let partial: { path: string; fd: number };
+    let partial: { path: string; fd: number; stem: string };
     try {
       partial = await this.#newPartial();
     } catch (err) {
@@ -177,6 +179,7 @@ export class UploadStore {
       release: () => this.#active.delete(incoming),
     });
     this.#active.add(incoming);
+    this.#starting.delete(partial.stem);
     return incoming;
   }
 
@@ -186,8 +189,20 @@ export class UploadStore {
    * for on every file; so the store keeps one empty file made ahead of need, moves it into the
    * partial folder when an upload starts, and begins the next at once.
    */
-  async #newPartial(): Promise<{ path: string; fd: number }> {
-    const target = path.join(this.#partialDir, randomBytes(16).toString('hex') + '.part');
+  async #newPartial(): Promise<{ path: string; fd: number; stem: string }> {
+    const stem = randomBytes(16).toString('hex');
+    const target = path.join(this.#partialDir, `${stem}.part`);
+    // Marked as in use until the upload is in #active (begin() unmarks it), so the sweeper leaves it.
+    this.#starting.add(stem);
+    try {
+      return { ...(await this.#openPartial(target)), stem };
+    } catch (err) {
+      this.#starting.delete(stem);
+      throw err;
+    }
+  }
+
+  async #openPartial(target: string): Promise<{ path: string; fd: number }> {
     const spare = this.#spare;
     this.#spare = this.#closed ? undefined : this.#makeSpare();
     if (spare) {
@@ -319,13 +334,11 @@ export class UploadStore {
    */
   async expirePartials(maxAgeMs: number, now = Date.now()): Promise<number> {
     await this.init();
-    const busy = new Set<string>();
-    for (const incoming of this.#active) busy.add(path.basename(incoming.tempPath, '.part'));
     // An upload's files (data, record, completion) age together, by the newest of them.
     const groups = new Map<string, { files: string[]; newest: number }>();
     for (const entry of await fs.promises.readdir(this.#partialDir)) {
       const stem = entry.replace(/\.(part|json|done)$/, '');
-      if (busy.has(stem) || this.#keyTurns.has(stem)) continue;
+      if (this.#inUse(stem)) continue;
       try {
         const stat = await fs.promises.stat(path.join(this.#partialDir, entry));
         const group = groups.get(stem) ?? { files: [], newest: 0 };
@@ -337,12 +350,21 @@ export class UploadStore {
       }
     }
     let removed = 0;
-    for (const { files, newest } of groups.values()) {
-      if (now - newest < maxAgeMs) continue;
+    for (const [stem, { files, newest }] of groups) {
+      // Asked again here: an upload may have begun while the folder was being read (a spare file
+      // moved into place keeps the time it was made, which can look old).
+      if (now - newest < maxAgeMs || this.#inUse(stem)) continue;
       for (const entry of files) await fs.promises.rm(path.join(this.#partialDir, entry), { force: true }).catch(noop);
       removed++;
     }
     return removed;
+  }
+
+  /** True while an upload uses the partial files of this stem, or is about to. */
+  #inUse(stem: string): boolean {
+    if (this.#starting.has(stem) || this.#keyTurns.has(stem)) return true;
+    for (const incoming of this.#active) if (path.basename(incoming.tempPath, '.part') === stem) return true;
+    return false;
   }
 
   /**

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { streamFile } from '../machines/actors/file-source.js';
+import { readHead, streamFile } from '../machines/actors/file-source.js';
 import { FerryError } from '../transport/errors.js';
 import { memoryPair } from '../transport/memory-transport.js';
 import { DEFAULT_LIMITS, type ServerToken } from '../transport/frames.js';
@@ -78,7 +78,7 @@ describe('streamFile', () => {
   it('sends a small file from the content read while its offer travelled, without reading it again', async () => {
     const data = content(40_000, 12);
     const file = fileWith(data);
-    const preloaded = fs.promises.readFile(file);
+    const preloaded = readHead(file, data.length);
     await preloaded;
     // Gone from the disk: only the preloaded bytes can be sent.
     fs.unlinkSync(file);
@@ -86,6 +86,14 @@ describe('streamFile', () => {
     expect(received).toEqual(data);
     expect(result.sha256).toBe(sha256(data));
     expect(end?.sha256).toBe(sha256(data));
+  });
+
+  it('readHead reads no more than it is asked for, and what there is of a shorter file', async () => {
+    const data = content(10_000, 14);
+    const file = fileWith(data);
+    expect(await readHead(file, 4000)).toEqual(data.subarray(0, 4000));
+    expect(await readHead(file, 20_000)).toEqual(data);
+    await expect(readHead(path.join(path.dirname(file), 'missing'), 10)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('fails with E_LOCAL_FILE when the preloaded content is shorter than announced, or could not be read', async () => {

@@ -68,6 +68,37 @@ describe('message journal', () => {
     journal.close();
   });
 
+  it('a message is on disk before the session does anything with it, even if its acknowledgement can never be sent', async () => {
+    const file = journalFile();
+    const journal = new MessageJournal({ file });
+    journal.open();
+    const h = new SessionHarness({ journal });
+    // What the file holds at the moment each message is emitted (handled).
+    const onDiskWhenEmitted = new Map<number, boolean>();
+    h.actor.on('message', (e) => onDiskWhenEmitted.set(e.id, linesOf(file).some((l) => l.startsWith(`journal-client ${e.id} `))));
+    try {
+      h.client.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test', clientId: 'journal-client' })]));
+      await h.client.expect('welcome');
+      // One on its own (header and body apart), then three in one read.
+      const frame = encode.message(1, 'alone');
+      h.client.write(frame.subarray(0, 7));
+      h.client.write(frame.subarray(7));
+      await h.client.expect('message-ack');
+      const batch = h.processed('messages');
+      h.client.write(Buffer.concat([2, 3, 4].map((id) => encode.message(id, `text ${id}`))));
+      await batch;
+      expect([...onDiskWhenEmitted]).toEqual([
+        [1, true],
+        [2, true],
+        [3, true],
+        [4, true],
+      ]);
+    } finally {
+      h.dispose();
+      journal.close();
+    }
+  });
+
   it('a session’s acknowledgements leave only after their records are on disk', async () => {
     const file = journalFile();
     const journal = new MessageJournal({ file });

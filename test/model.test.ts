@@ -497,7 +497,14 @@ function clientEvents(s: ClientSnapshot): ModelEvent[] {
 }
 
 const serializeClient = (s: ClientSnapshot) =>
-  JSON.stringify({ value: s.value, queue: s.context.queue.map((j) => j.id), inflight: s.context.inflight.map((j) => j.id), current: s.context.current?.id ?? null, status: s.status });
+  JSON.stringify({
+    value: s.value,
+    queue: s.context.queue.map((j) => j.id),
+    inflight: s.context.inflight.map((j) => j.id),
+    current: s.context.current?.id ?? null,
+    following: s.context.following?.id ?? null,
+    status: s.status,
+  });
 
 function clientTraversal(events: (s: ClientSnapshot) => ModelEvent[]) {
   return {

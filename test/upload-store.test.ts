@@ -352,6 +352,43 @@ describe('UploadStore', () => {
     await store.close();
   });
 
+  it('never sweeps the partial of an upload that is starting, though a spare made long ago looks old', async () => {
+    const root = tempDir();
+    const store = new UploadStore({ root });
+    const data = content(300, 5);
+    const first = await store.begin({ name: 'first.bin', size: data.length });
+    await send(first, data);
+    await first.finish(sha256(data));
+    const spareDir = path.join(root, '.ferry', 'spare');
+    await vi.waitFor(() => expect(fs.readdirSync(spareDir)).toHaveLength(1));
+    // The spare was made two days ago, as far as its times say.
+    const twoDaysAgo = new Date(Date.now() - 48 * 3600_000);
+    fs.utimesSync(path.join(spareDir, fs.readdirSync(spareDir)[0]!), twoDaysAgo, twoDaysAgo);
+
+    // Hold the upload right after its spare was moved into the partial folder, and sweep then.
+    const rename = fs.promises.rename;
+    let release!: () => void;
+    const moved = new Promise<void>((resolve) => {
+      vi.spyOn(fs.promises, 'rename').mockImplementation(async (from, to) => {
+        await rename(from, to);
+        resolve();
+        await new Promise<void>((r) => (release = r));
+      });
+    });
+    const starting = store.begin({ name: 'second.bin', size: data.length });
+    await moved;
+    expect(partialFiles(root)).toHaveLength(1);
+    expect(await store.expirePartials(24 * 3600_000)).toBe(0);
+    release();
+    const second = await starting;
+    // And once it has started, the same holds.
+    expect(await store.expirePartials(24 * 3600_000)).toBe(0);
+    await send(second, data);
+    const saved = await second.finish(sha256(data));
+    expect(fs.readFileSync(saved.path)).toEqual(data);
+    await store.close();
+  });
+
   it('reuses a free-space reading for a moment only for files that need a sliver of it', async () => {
     const root = tempDir();
     const store = new UploadStore({ root });

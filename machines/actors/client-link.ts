@@ -5,7 +5,7 @@ import { FerryError, ProtocolError } from '../../transport/errors.js';
 import type { ClientToken, ErrorInfo, HelloInfo, Limits, OpenResultInfo, UploadResultInfo, WelcomeInfo } from '../../transport/frames.js';
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
 import type { Dialer, Transport } from '../../transport/transport.js';
-import { PRELOAD_MAX_BYTES, streamFile } from './file-source.js';
+import { PRELOAD_MAX_BYTES, readHead, streamFile } from './file-source.js';
 import { authMac } from '../../transport/auth.js';
 import type { ResumeBook } from '../../media/resume-book.js';
 
@@ -276,7 +276,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     if (down || !transport) return;
     // A small file is read while the offer travels and the server opens its side, so that the
     // accept finds it ready to send. (A read error surfaces when the upload streams, as it would.)
-    const preloaded = size > 0 && size <= PRELOAD_MAX_BYTES ? fs.readFile(filePath) : undefined;
+    const preloaded = size > 0 && size <= PRELOAD_MAX_BYTES ? readHead(filePath, size) : undefined;
     preloaded?.catch(() => undefined);
     upload = { id, path: filePath, size, abort: new AbortController(), ...(preloaded ? { preloaded } : {}) };
     if (key !== undefined) uploadKeys.set(id, key);

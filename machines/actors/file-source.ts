@@ -104,6 +104,26 @@ export async function streamFile(opts: FileSourceOptions): Promise<{ sha256: str
   return { sha256, bytes: sent };
 }
 
+/**
+ * Reads the first `size` bytes of a file into memory (fewer if it is shorter): what `preloaded`
+ * expects. A file that grew since it was measured is not read past `size`.
+ */
+export async function readHead(file: string, size: number): Promise<Buffer> {
+  const handle = await fs.promises.open(file, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(size);
+    let filled = 0;
+    while (filled < size) {
+      const { bytesRead } = await handle.read(buffer, filled, size - filled, filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    return buffer.subarray(0, filled);
+  } finally {
+    await handle.close();
+  }
+}
+
 function* chunksOf(data: Buffer, size: number): Iterable<Buffer> {
   for (let at = 0; at < data.length; at += size) yield data.subarray(at, at + size);
 }

@@ -48,8 +48,6 @@ export interface SessionConnectionInput {
   heartbeatMs?: number;
   /** A connection that sends nothing for this long (while we are reading) is closed. 0 = never. */
   idleMs?: number;
-  /** Runs before buffered replies go out (the message journal writes its records here). */
-  beforeSend?: () => void;
 }
 
 type MessageToken = Extract<ServerToken, { type: 'message' }>;
@@ -248,10 +246,8 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
 
     // Replies made while handling one batch of input leave in one write, when the tick ends.
     let corked = false;
-    const beforeSend = input.beforeSend ?? ignore;
     const uncork = () => {
       corked = false;
-      beforeSend();
       transport.uncork();
     };
     const write = (reply: SessionReply) => {
@@ -295,7 +291,6 @@ export const sessionConnection = fromCallback<SessionConnectionCommand, SessionC
           scheduleDelivery();
           if (command.reply) write(command.reply);
           if (!transport.destroyed) {
-            beforeSend();
             transport.end();
             // A peer that never closes its side must not hold the socket open forever.
             ending = setTimeout(() => transport.destroy(), CLOSE_GRACE_MS);
