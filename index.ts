@@ -165,8 +165,8 @@ export function createServer(options: ServerOptions = {}): FerryServer {
         const snapshot = await waitFor(actor, (s) => s.matches('listening') || s.status === 'done' || s.status === 'error');
         if (!snapshot.matches('listening')) {
           const error = snapshot.context.error as NodeJS.ErrnoException | undefined;
-          const where = `${snapshot.context.host}:${snapshot.context.port}`;
-          if (error?.code === 'EADDRINUSE') throw new FerryError('E_LISTEN', `Port ${snapshot.context.port} is already in use; stop the other server or pick another --port.`, { cause: error });
+          const where = `${snapshot.context.settings.host}:${snapshot.context.settings.port}`;
+          if (error?.code === 'EADDRINUSE') throw new FerryError('E_LISTEN', `Port ${snapshot.context.settings.port} is already in use; stop the other server or pick another --port.`, { cause: error });
           if (error?.code === 'EACCES') throw new FerryError('E_LISTEN', `Not allowed to listen on ${where}; pick a port above 1023.`, { cause: error });
           throw new FerryError('E_LISTEN', `Could not listen on ${where} (${error?.message ?? 'unknown error'}).`, { cause: error });
         }

@@ -29,7 +29,13 @@ export interface ServerMachineInput {
   admission?: Admission & { failed(address: string): void };
 }
 
-export interface ServerContext extends ServerMachineInput {
+/**
+ * The server's context. What it was started with sits in `settings`, apart from what changes: XState
+ * copies the context on every assign, and V8 gives a copy with 20 or more keys slow dictionary-mode
+ * properties.
+ */
+export interface ServerContext {
+  settings: ServerMachineInput;
   address: { host: string; port: number } | undefined;
   error: Error | undefined;
   /** Sessions started so far; numbers each new one. */
@@ -61,7 +67,7 @@ export const serverMachine = setup({
     emitted: {} as ServerEmitted,
   },
   actors: { listener, session: sessionMachine },
-  delays: { grace: ({ context }) => context.graceMs },
+  delays: { grace: ({ context }) => context.settings.graceMs },
   guards: {
     noSessions: ({ context }) => context.active === 0,
   },
@@ -69,7 +75,7 @@ export const serverMachine = setup({
     assignAddress: assign({ address: ({ event }) => (event.type === 'listening' ? { host: event.host, port: event.port } : undefined) }),
     emitListening: emit(({ context }) => ({ type: 'listening' as const, host: context.address!.host, port: context.address!.port })),
     logListening: ({ context }) => {
-      context.log.info({ event: 'listening', host: context.address?.host, port: context.address?.port }, `listening on ${context.address?.host}:${context.address?.port}`);
+      context.settings.log.info({ event: 'listening', host: context.address?.host, port: context.address?.port }, `listening on ${context.address?.host}:${context.address?.port}`);
     },
     assignError: assign({ error: ({ event }) => (event.type === 'listen-failed' ? event.error : undefined) }),
     emitFailed: emit(({ context }) => ({ type: 'failed' as const, error: context.error ?? new Error('listen failed') })),
@@ -78,7 +84,7 @@ export const serverMachine = setup({
       const n = context.started + 1;
       const id = `session-${n}`;
       const transport: Transport = event.transport;
-      const log = context.log.child({ session: id, peer: transport.remote });
+      const log = context.settings.log.child({ session: id, peer: transport.remote });
       log.info({ event: 'connected' }, 'client connected');
       enqueue.assign({ started: n, active: context.active + 1 });
       enqueue.spawnChild('session', {
@@ -87,23 +93,23 @@ export const serverMachine = setup({
         input: {
           id,
           transport,
-          store: context.store,
+          store: context.settings.store,
           log,
-          limits: context.limits,
-          codecs: context.codecs,
-          timeouts: context.timeouts,
-          agent: context.agent,
-          media: context.media,
-          journal: context.journal,
-          ...(context.token !== undefined ? { token: context.token } : {}),
-          ...(context.admission ? { admission: context.admission } : {}),
+          limits: context.settings.limits,
+          codecs: context.settings.codecs,
+          timeouts: context.settings.timeouts,
+          agent: context.settings.agent,
+          media: context.settings.media,
+          journal: context.settings.journal,
+          ...(context.settings.token !== undefined ? { token: context.settings.token } : {}),
+          ...(context.settings.admission ? { admission: context.settings.admission } : {}),
         },
       });
     }),
     logSessionFailed: ({ context, event }) => {
       if (event.type !== 'xstate.error.actor.*' && !('error' in event)) return;
       const error = (event as { error: unknown }).error as Error;
-      context.log.error({ event: 'session-failed', session: (event as { actorId?: string }).actorId, err: error }, `a session failed: ${error?.message ?? String(error)}`);
+      context.settings.log.error({ event: 'session-failed', session: (event as { actorId?: string }).actorId, err: error }, `a session failed: ${error?.message ?? String(error)}`);
     },
     /**
      * A failed actor does not stop its own children, so the session's connection would keep its
@@ -119,11 +125,11 @@ export const serverMachine = setup({
       if (event.type !== 'turned-away') return;
       const why =
         event.reason === 'too-many'
-          ? `already ${context.maxConnections} connections`
+          ? `already ${context.settings.maxConnections} connections`
           : event.reason === 'shut-out'
             ? 'too many failed authentications from this address'
             : `TLS handshake failed (${event.detail ?? 'unknown'})`;
-      context.log.warn({ event: 'turned-away', peer: event.remote, reason: event.reason, ...(event.detail ? { detail: event.detail } : {}) }, `connection refused: ${why}`);
+      context.settings.log.warn({ event: 'turned-away', peer: event.remote, reason: event.reason, ...(event.detail ? { detail: event.detail } : {}) }, `connection refused: ${why}`);
     },
     refuseConnection: ({ event }) => {
       if (event.type === 'connection') event.transport.destroy();
@@ -145,29 +151,29 @@ export const serverMachine = setup({
       }
     }),
     logStopping: ({ context }) => {
-      context.log.info({ event: 'stopping', sessions: context.active }, 'stopping: no new connections');
+      context.settings.log.info({ event: 'stopping', sessions: context.active }, 'stopping: no new connections');
     },
     logForced: ({ context }) => {
-      context.log.warn({ event: 'grace-expired', sessions: context.active }, 'grace period over; closing the remaining connections');
+      context.settings.log.warn({ event: 'grace-expired', sessions: context.active }, 'grace period over; closing the remaining connections');
     },
     logStopped: ({ context }) => {
-      context.log.info({ event: 'stopped' }, 'server stopped');
+      context.settings.log.info({ event: 'stopped' }, 'server stopped');
     },
     emitStopped: emit({ type: 'stopped' as const }),
   },
 }).createMachine({
   id: 'server',
-  context: ({ input }) => ({ ...input, address: undefined, error: undefined, started: 0, active: 0 }),
+  context: ({ input }) => ({ settings: input, address: undefined, error: undefined, started: 0, active: 0 }),
   invoke: {
     id: 'listener',
     src: 'listener',
     input: ({ context }) => ({
-      host: context.host,
-      port: context.port,
-      ...(context.tls ? { tls: context.tls } : {}),
-      ...(context.maxConnections !== undefined ? { maxConnections: context.maxConnections } : {}),
-      handshakeMs: context.timeouts.handshakeMs,
-      ...(context.admission ? { admission: context.admission } : {}),
+      host: context.settings.host,
+      port: context.settings.port,
+      ...(context.settings.tls ? { tls: context.settings.tls } : {}),
+      ...(context.settings.maxConnections !== undefined ? { maxConnections: context.settings.maxConnections } : {}),
+      handshakeMs: context.settings.timeouts.handshakeMs,
+      ...(context.settings.admission ? { admission: context.settings.admission } : {}),
     }),
   },
   initial: 'starting',

@@ -278,7 +278,7 @@ describe('startInspection towards a WebSocket', () => {
 
     for (const actor of [serverActor, sessionActor, clientActor]) expect(snapshotsOf(actor).length).toBeGreaterThan(0);
     const serverContext = snapshotsOf(serverActor).at(-1)!.context!;
-    expect(serverContext).toMatchObject({ log: '<Pino>', store: '<UploadStore>', host: '127.0.0.1' });
+    expect(serverContext.settings).toMatchObject({ log: '<Pino>', store: '<UploadStore>', host: '127.0.0.1' });
     const sessionContext = snapshotsOf(sessionActor).at(-1)!.context!;
     expect((sessionContext.settings as Record<string, unknown>).transport).toMatch(/^<\w+>$/);
     expect(sessionActor.name.startsWith(`${(sessionContext.settings as Record<string, unknown>).id} `)).toBe(true);

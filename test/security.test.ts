@@ -390,7 +390,7 @@ describe('token authentication (library)', () => {
     const session = sessions[0]!.getSnapshot() as unknown as { value: unknown; context: Record<string, unknown> };
     expect(session.value).toBe('authenticating');
     // Without sanitising, both carry the token.
-    expect(snapshot.context.token).toBe(TOKEN);
+    expect(snapshot.context.settings.token).toBe(TOKEN);
     expect((session.context.settings as { token?: string }).token).toBe(TOKEN);
 
     const material = { server: snapshot, session, error: new Error(`bad token ${TOKEN}`), note: `the token is ${TOKEN}` };
@@ -400,8 +400,8 @@ describe('token authentication (library)', () => {
       expect(text.includes(TOKEN), JSON.stringify(options)).toBe(options.secrets ? false : true);
     }
     // By key alone (no secrets given) the contexts' own `token` fields are still blanked.
-    const byKey = sanitize({ server: snapshot.context, session: session.context }) as { server: { token: unknown }; session: { settings: { token: unknown } } };
-    expect(byKey.server.token).toBe(REDACTED);
+    const byKey = sanitize({ server: snapshot.context, session: session.context }) as { server: { settings: { token: unknown } }; session: { settings: { token: unknown } } };
+    expect(byKey.server.settings.token).toBe(REDACTED);
     expect(byKey.session.settings.token).toBe(REDACTED);
   });
 });
