@@ -11,6 +11,22 @@ afterEach(() => removeTempDirs());
 const journalFile = () => path.join(tempDir('ferry-journal-'), '.ferry', 'messages.journal');
 const linesOf = (file: string) => fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
 
+/** A session with a journal on disk, after the hello of a client called `journal-client`. */
+async function withJournalledSession(body: (h: SessionHarness, file: string) => Promise<void>): Promise<void> {
+  const file = journalFile();
+  const journal = new MessageJournal({ file });
+  journal.open();
+  const h = new SessionHarness({ journal });
+  try {
+    h.client.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test', clientId: 'journal-client' })]));
+    await h.client.expect('welcome');
+    await body(h, file);
+  } finally {
+    h.dispose();
+    journal.close();
+  }
+}
+
 describe('message journal', () => {
   it('writes records when flushed, and a journal opened later on the same file knows them', () => {
     const file = journalFile();
@@ -69,16 +85,10 @@ describe('message journal', () => {
   });
 
   it('a message is on disk before the session does anything with it, even if its acknowledgement can never be sent', async () => {
-    const file = journalFile();
-    const journal = new MessageJournal({ file });
-    journal.open();
-    const h = new SessionHarness({ journal });
-    // What the file holds at the moment each message is emitted (handled).
-    const onDiskWhenEmitted = new Map<number, boolean>();
-    h.actor.on('message', (e) => onDiskWhenEmitted.set(e.id, linesOf(file).some((l) => l.startsWith(`journal-client ${e.id} `))));
-    try {
-      h.client.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test', clientId: 'journal-client' })]));
-      await h.client.expect('welcome');
+    await withJournalledSession(async (h, file) => {
+      // What the file holds at the moment each message is emitted (handled).
+      const onDiskWhenEmitted = new Map<number, boolean>();
+      h.actor.on('message', (e) => onDiskWhenEmitted.set(e.id, linesOf(file).some((l) => l.startsWith(`journal-client ${e.id} `))));
       // One on its own (header and body apart), then three in one read.
       const frame = encode.message(1, 'alone');
       h.client.write(frame.subarray(0, 7));
@@ -93,20 +103,11 @@ describe('message journal', () => {
         [3, true],
         [4, true],
       ]);
-    } finally {
-      h.dispose();
-      journal.close();
-    }
+    });
   });
 
   it('a session’s acknowledgements leave only after their records are on disk', async () => {
-    const file = journalFile();
-    const journal = new MessageJournal({ file });
-    journal.open();
-    const h = new SessionHarness({ journal });
-    try {
-      h.client.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test', clientId: 'journal-client' })]));
-      await h.client.expect('welcome');
+    await withJournalledSession(async (h, file) => {
       // Three messages in one write: handled as one batch, acknowledged together.
       h.client.write(Buffer.concat([1, 2, 3].map((id) => encode.message(id, `text ${id}`))));
       for (const id of [1, 2, 3]) {
@@ -114,9 +115,6 @@ describe('message journal', () => {
         expect(ack.id).toBe(id);
         expect(linesOf(file).map((l) => l.split(' ').slice(0, 2).join(' '))).toContain(`journal-client ${id}`);
       }
-    } finally {
-      h.dispose();
-      journal.close();
-    }
+    });
   });
 });
