@@ -165,12 +165,14 @@ function uploadOpeningAsked(context: SessionContext): boolean {
   return context.upload?.offer.open === true || (context.format === 'legacy' && context.settings.media.enabled);
 }
 
+/** Logs and journals the messages handled now, and logs the ones recognised as resends. */
 function recordMessages(context: SessionContext, fresh: { id: number; text: string }[], resent: number[]): void {
   for (const m of fresh) {
     context.settings.log.info({ event: 'message', id: m.id, text: m.text }, 'message');
     if (context.clientId !== undefined) context.settings.journal.record(context.clientId, m.id);
   }
-  // One write for the whole batch, before any of it is emitted or acknowledged.
+  // Written down before anything else happens to them (one write for a whole batch): once handled,
+  // a message is known as handled, also by a server restarted after a SIGKILL.
   if (fresh.length > 0 && context.clientId !== undefined) context.settings.journal.flush?.();
   for (const id of resent) context.settings.log.debug({ event: 'duplicate-message', id }, 'message already handled; acknowledged again');
 }
@@ -230,14 +232,7 @@ export const sessionMachine = setup({
       context.settings.log.info({ event: 'hello', format: context.format, agent: event.info.agent }, 'client said hello');
     },
     handleMessage: ({ context, event }) => {
-      if (event.type !== 'message') return;
-      context.settings.log.info({ event: 'message', id: event.id, text: event.text }, 'message');
-      // Written down before anything else happens to it: once handled, it is known as handled, also
-      // by a server restarted after a SIGKILL.
-      if (context.clientId !== undefined) {
-        context.settings.journal.record(context.clientId, event.id);
-        context.settings.journal.flush?.();
-      }
+      if (event.type === 'message') recordMessages(context, [{ id: event.id, text: event.text }], []);
     },
     /** A run of whole messages from one read: each is handled (or recognised as a resend) and acknowledged, in order. */
     handleMessages: enqueueActions(({ context, event, enqueue }) => {
@@ -262,8 +257,7 @@ export const sessionMachine = setup({
       for (const m of fresh) enqueue.emit({ type: 'message', id: m.id, text: m.text });
     }),
     logDuplicate: ({ context, event }) => {
-      if (event.type !== 'message') return;
-      context.settings.log.debug({ event: 'duplicate-message', id: event.id }, 'message already handled; acknowledged again');
+      if (event.type === 'message') recordMessages(context, [], [event.id]);
     },
     sendChallenge: enqueueActions(({ enqueue }) => {
       const nonce = newNonce();
