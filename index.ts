@@ -19,13 +19,13 @@ import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createActor, waitFor, type Actor, type InspectionEvent } from 'xstate';
 import { clientMachine, type ClientEmitted } from './machines/client.machine.js';
-import { serverMachine } from './machines/server.machine.js';
+import { serverLogic, type serverMachine } from './machines/server.machine.js';
 import { legacyLink } from './machines/actors/legacy-link.js';
 import { nativeAndLegacy, nativeOnly, type CodecFactory } from './machines/actors/session-connection.js';
 import { UploadStore } from './media/upload-store.js';
 import { defaultMediaApps, type MediaApps } from './media/launcher.js';
 import { ResumeBook } from './media/resume-book.js';
-import { AuthThrottle, isLoopback } from './transport/auth.js';
+import { AuthThrottle, isLoopback, macMatches, newNonce } from './transport/auth.js';
 import { MessageJournal } from './media/message-journal.js';
 import { FerryError } from './transport/errors.js';
 import { DEFAULT_LIMITS, type OpenResultInfo } from './transport/frames.js';
@@ -117,28 +117,38 @@ export function createServer(options: ServerOptions = {}): FerryServer {
   const journal = new MessageJournal({ file: path.join(root, '.ferry', 'messages.journal') });
   const partialTtlMs = options.partialTtlMs ?? 24 * 3600_000;
   let sweeper: ReturnType<typeof setInterval> | undefined;
-  const actor = createActor(serverMachine, {
+  const token = options.token;
+  const logic = serverLogic({
+    log,
+    store,
+    journal,
+    codecs,
+    now: () => Date.now(),
+    ...(options.tls ? { tls: { cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) } } : {}),
+    // The token stays in this closure: no machine holds it.
+    ...(token !== undefined ? { admission: throttle, answerMatches: (nonce: string, mac: string) => macMatches(token, nonce, mac), newNonce } : {}),
+  });
+  const actor = createActor(logic, {
     id: 'server',
     ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
       host,
       port: options.port ?? DEFAULT_PORT,
-      store,
-      ...(options.token !== undefined ? { token: options.token, admission: throttle } : {}),
-      ...(options.tls ? { tls: { cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) } } : {}),
+      tls: options.tls !== undefined,
       maxConnections: options.maxConnections ?? 1000,
-      log,
-      limits,
-      codecs,
-      timeouts: {
-        handshakeMs: options.handshakeTimeoutMs ?? 10_000,
-        heartbeatMs: options.heartbeatMs ?? 10_000,
-        idleMs: options.idleTimeoutMs ?? 600_000,
-      },
-      journal,
-      agent: AGENT,
       graceMs: options.graceMs ?? 10_000,
-      media: { enabled: options.open === true, apps: { ...defaultMediaApps(), ...options.apps }, perMinute: options.opensPerMinute ?? 10 },
+      session: {
+        limits,
+        timeouts: {
+          handshakeMs: options.handshakeTimeoutMs ?? 10_000,
+          heartbeatMs: options.heartbeatMs ?? 10_000,
+          idleMs: options.idleTimeoutMs ?? 600_000,
+        },
+        agent: AGENT,
+        media: { enabled: options.open === true, apps: { ...defaultMediaApps(), ...options.apps }, perMinute: options.opensPerMinute ?? 10 },
+        authRequired: token !== undefined,
+        authFailureDelayMs: 1_000,
+      },
     },
   });
   let listening: Promise<{ host: string; port: number }> | undefined;

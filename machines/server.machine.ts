@@ -1,30 +1,29 @@
-import { assign, emit, enqueueActions, sendTo, setup, stopChild } from 'xstate';
-import type { Logger } from 'pino';
-import type { Limits } from '../transport/frames.js';
+import { assign, emit, sendTo, setup } from 'xstate';
+import { pino, type Logger } from 'pino';
 import type { Transport } from '../transport/transport.js';
-import { listener, type Admission, type ListenerEvent } from './actors/listener.js';
-import type { CodecFactory } from './actors/session-connection.js';
-import type { FileSink } from './actors/file-receiver.js';
-import { sessionMachine, type HandledMessages, type SessionTimeouts } from './session.machine.js';
-import type { OpenSettings } from '../media/opener.js';
+import { listenerFor, type Admission, type ListenerEvent } from './actors/listener.js';
+import { sessionPool, type SessionPoolEvent, type SessionPoolServices } from './actors/session-pool.js';
+import { detachedServices } from './session-services.js';
+import type { SessionDefaults } from './session.types.js';
 
-export interface ServerMachineInput {
+/** What a server is started with: plain data. Its sockets, files, logger and secrets are its services. */
+export interface ServerSettings {
   host: string;
   port: number;
-  store: FileSink;
-  log: Logger;
-  limits: Limits;
-  codecs: CodecFactory;
-  timeouts: SessionTimeouts;
-  agent: string;
   /** How long a shutdown waits for transfers in flight before cutting them off. */
   graceMs: number;
-  media: OpenSettings;
-  journal: HandledMessages;
-  tls?: { cert: Buffer; key: Buffer };
+  /** Connections beyond this many are closed at once. */
   maxConnections?: number;
-  /** Clients must prove they hold this token (challenge and response). */
-  token?: string;
+  /** Whether the listener serves TLS (its certificate and key are services). */
+  tls: boolean;
+  /** What every session starts with. */
+  session: SessionDefaults;
+}
+
+/** The server's handles: its logger, TLS credentials and the services its sessions share. */
+export interface ServerServices extends SessionPoolServices {
+  log: Logger;
+  tls?: { cert: Buffer; key: Buffer };
   /** Shuts out addresses that keep failing to authenticate. */
   admission?: Admission & { failed(address: string): void };
 }
@@ -35,7 +34,7 @@ export interface ServerMachineInput {
  * properties.
  */
 export interface ServerContext {
-  settings: ServerMachineInput;
+  settings: ServerSettings;
   address: { host: string; port: number } | undefined;
   error: Error | undefined;
   /** Sessions started so far; numbers each new one. */
@@ -44,157 +43,95 @@ export interface ServerContext {
   active: number;
 }
 
-export type ServerEvent =
-  | ListenerEvent
-  | { type: 'stop' }
-  | { type: 'xstate.done.actor.*'; actorId: string }
-  | { type: 'xstate.error.actor.*'; actorId: string; error: unknown };
+export type ServerEvent = ListenerEvent | SessionPoolEvent | { type: 'stop' };
 
-export type ServerEmitted =
-  | { type: 'listening'; host: string; port: number }
-  | { type: 'stopped' }
-  | { type: 'failed'; error: Error };
+export type ServerEmitted = { type: 'listening'; host: string; port: number } | { type: 'stopped' } | { type: 'failed'; error: Error };
+
+type TurnedAway = Extract<ListenerEvent, { type: 'turned-away' }>;
+
+const detachedServer: ServerServices = { ...detachedServices, log: pino({ level: 'silent' }) };
 
 /**
- * The server: owns the listening socket, spawns one session machine per accepted connection, and
- * on `stop` drains them (new connections refused, transfers in flight given a grace period).
+ * The server: owns the listening socket, starts one session machine per accepted connection (in
+ * its session pool), and on `stop` drains them (new connections refused, transfers in flight given a
+ * grace period).
  */
 export const serverMachine = setup({
   types: {
     context: {} as ServerContext,
     events: {} as ServerEvent,
-    input: {} as ServerMachineInput,
+    input: {} as ServerSettings,
     emitted: {} as ServerEmitted,
   },
-  actors: { listener, session: sessionMachine },
+  actors: { listener: listenerFor(detachedServer), sessions: sessionPool(detachedServer) },
   delays: { grace: ({ context }) => context.settings.graceMs },
   guards: {
     noSessions: ({ context }) => context.active === 0,
   },
   actions: {
-    assignAddress: assign({ address: ({ event }) => (event.type === 'listening' ? { host: event.host, port: event.port } : undefined) }),
+    assignAddress: assign({ address: (_, params: { host: string; port: number }) => params }),
     emitListening: emit(({ context }) => ({ type: 'listening' as const, host: context.address!.host, port: context.address!.port })),
-    logListening: ({ context }) => {
-      context.settings.log.info({ event: 'listening', host: context.address?.host, port: context.address?.port }, `listening on ${context.address?.host}:${context.address?.port}`);
-    },
-    assignError: assign({ error: ({ event }) => (event.type === 'listen-failed' ? event.error : undefined) }),
+    assignError: assign({ error: (_, params: { error: Error }) => params.error }),
     emitFailed: emit(({ context }) => ({ type: 'failed' as const, error: context.error ?? new Error('listen failed') })),
-    startSession: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'connection') return;
-      const n = context.started + 1;
-      const id = `session-${n}`;
-      const transport: Transport = event.transport;
-      const log = context.settings.log.child({ session: id, peer: transport.remote });
-      log.info({ event: 'connected' }, 'client connected');
-      enqueue.assign({ started: n, active: context.active + 1 });
-      enqueue.spawnChild('session', {
-        // Readable in the inspector and in done events: which session, and who is on the other end.
-        id: `${id} ${transport.remote}`,
-        input: {
-          id,
-          transport,
-          store: context.settings.store,
-          log,
-          limits: context.settings.limits,
-          codecs: context.settings.codecs,
-          timeouts: context.settings.timeouts,
-          agent: context.settings.agent,
-          media: context.settings.media,
-          journal: context.settings.journal,
-          ...(context.settings.token !== undefined ? { token: context.settings.token } : {}),
-          ...(context.settings.admission ? { admission: context.settings.admission } : {}),
-        },
-      });
-    }),
-    logSessionFailed: ({ context, event }) => {
-      if (event.type !== 'xstate.error.actor.*' && !('error' in event)) return;
-      const error = (event as { error: unknown }).error as Error;
-      context.settings.log.error({ event: 'session-failed', session: (event as { actorId?: string }).actorId, err: error }, `a session failed: ${error?.message ?? String(error)}`);
-    },
-    /**
-     * A failed actor does not stop its own children, so the session's connection would keep its
-     * socket open: close the socket here, so the client sees the session end. (What the session
-     * left half-written is swept up with the expired partials.)
-     */
-    stopOrphans: ({ event, self }) => {
-      const session = self.getSnapshot().children[(event as { actorId: string }).actorId];
-      const context = (session?.getSnapshot() as { context?: { settings?: { transport?: Transport } } } | undefined)?.context;
-      context?.settings?.transport?.destroy();
-    },
-    logTurnedAway: ({ context, event }) => {
-      if (event.type !== 'turned-away') return;
-      const why =
-        event.reason === 'too-many'
-          ? `already ${context.settings.maxConnections} connections`
-          : event.reason === 'shut-out'
-            ? 'too many failed authentications from this address'
-            : `TLS handshake failed (${event.detail ?? 'unknown'})`;
-      context.settings.log.warn({ event: 'turned-away', peer: event.remote, reason: event.reason, ...(event.detail ? { detail: event.detail } : {}) }, `connection refused: ${why}`);
-    },
-    refuseConnection: ({ event }) => {
-      if (event.type === 'connection') event.transport.destroy();
-    },
-    forgetSession: enqueueActions(({ context, event, enqueue }) => {
-      if (!('actorId' in event)) return;
-      enqueue(stopChild(event.actorId));
-      enqueue.assign({ active: Math.max(0, context.active - 1) });
-    }),
+    /** Numbers the connection and hands it to the pool, which starts its session. */
+    startSession: sendTo('sessions', ({ context }, params: { transport: Transport }) => ({
+      type: 'open' as const,
+      id: `session-${context.started + 1}`,
+      transport: params.transport,
+    })),
+    countStarted: assign({ started: ({ context }) => context.started + 1, active: ({ context }) => context.active + 1 }),
+    countEnded: assign({ active: ({ context }) => Math.max(0, context.active - 1) }),
+    refuseConnection: (_, params: { transport: { destroy(): void } }) => params.transport.destroy(),
     stopAccepting: sendTo('listener', { type: 'stop-accepting' }),
-    shutdownSessions: enqueueActions(({ self, enqueue }) => {
-      for (const child of Object.values(self.getSnapshot().children)) {
-        if (child && child.id !== 'listener') enqueue.sendTo(child, { type: 'shutdown' });
-      }
-    }),
-    stopSessions: enqueueActions(({ self, enqueue }) => {
-      for (const child of Object.values(self.getSnapshot().children)) {
-        if (child && child.id !== 'listener') enqueue(stopChild(child));
-      }
-    }),
-    logStopping: ({ context }) => {
-      context.settings.log.info({ event: 'stopping', sessions: context.active }, 'stopping: no new connections');
-    },
-    logForced: ({ context }) => {
-      context.settings.log.warn({ event: 'grace-expired', sessions: context.active }, 'grace period over; closing the remaining connections');
-    },
-    logStopped: ({ context }) => {
-      context.settings.log.info({ event: 'stopped' }, 'server stopped');
-    },
+    shutdownSessions: sendTo('sessions', { type: 'shutdown' }),
+    stopSessions: sendTo('sessions', { type: 'stop-all' }),
     emitStopped: emit({ type: 'stopped' as const }),
+    // Side effects, declared here and implemented over the server's logger by serverLogic().
+    logListening: () => {},
+    logTurnedAway: (_, _params: TurnedAway) => {},
+    logSessionFailed: (_, _params: { id: string; error: unknown }) => {},
+    logStopping: () => {},
+    logForced: () => {},
+    logStopped: () => {},
   },
 }).createMachine({
   id: 'server',
   context: ({ input }) => ({ settings: input, address: undefined, error: undefined, started: 0, active: 0 }),
-  invoke: {
-    id: 'listener',
-    src: 'listener',
-    input: ({ context }) => ({
-      host: context.settings.host,
-      port: context.settings.port,
-      ...(context.settings.tls ? { tls: context.settings.tls } : {}),
-      ...(context.settings.maxConnections !== undefined ? { maxConnections: context.settings.maxConnections } : {}),
-      handshakeMs: context.settings.timeouts.handshakeMs,
-      ...(context.settings.admission ? { admission: context.settings.admission } : {}),
-    }),
-  },
+  invoke: [
+    {
+      id: 'listener',
+      src: 'listener',
+      input: ({ context }) => ({
+        host: context.settings.host,
+        port: context.settings.port,
+        ...(context.settings.maxConnections !== undefined ? { maxConnections: context.settings.maxConnections } : {}),
+        handshakeMs: context.settings.session.timeouts.handshakeMs,
+      }),
+    },
+    { id: 'sessions', src: 'sessions', input: ({ context }) => ({ defaults: context.settings.session }) },
+  ],
   initial: 'starting',
   states: {
     starting: {
       description: 'Binding the listening socket.',
       on: {
-        listening: { target: 'listening', actions: ['assignAddress', 'logListening', 'emitListening'] },
-        'listen-failed': { target: 'failed', actions: ['assignError', 'emitFailed'] },
+        listening: {
+          target: 'listening',
+          actions: [{ type: 'assignAddress', params: ({ event }) => ({ host: event.host, port: event.port }) }, 'logListening', 'emitListening'],
+        },
+        'listen-failed': { target: 'failed', actions: [{ type: 'assignError', params: ({ event }) => ({ error: event.error }) }, 'emitFailed'] },
         stop: { target: 'stopped' },
       },
     },
     listening: {
       description: 'Accepting connections; each one runs in its own session.',
       on: {
-        connection: { actions: 'startSession' },
-        'turned-away': { actions: 'logTurnedAway' },
-        'xstate.done.actor.*': { actions: 'forgetSession' },
+        connection: { actions: [{ type: 'startSession', params: ({ event }) => ({ transport: event.transport }) }, 'countStarted'] },
+        'turned-away': { actions: { type: 'logTurnedAway', params: ({ event }) => event } },
+        'session.ended': { actions: 'countEnded' },
         // A session that fails (a bug, a disk error in a side effect) ends alone, never the server.
-        'xstate.error.actor.*': { actions: ['logSessionFailed', 'stopOrphans', 'forgetSession'] },
-        'listen-failed': { actions: 'assignError' },
+        'session.failed': { actions: [{ type: 'logSessionFailed', params: ({ event }) => event }, 'countEnded'] },
+        'listen-failed': { actions: { type: 'assignError', params: ({ event }) => ({ error: event.error }) } },
         stop: { target: 'draining' },
       },
     },
@@ -204,10 +141,9 @@ export const serverMachine = setup({
       always: { guard: 'noSessions', target: 'stopped' },
       after: { grace: { target: 'stopped', actions: ['logForced', 'stopSessions'] } },
       on: {
-        connection: { actions: 'refuseConnection' },
-        'xstate.done.actor.*': { actions: 'forgetSession' },
-        // A session that fails (a bug, a disk error in a side effect) ends alone, never the server.
-        'xstate.error.actor.*': { actions: ['logSessionFailed', 'stopOrphans', 'forgetSession'] },
+        connection: { actions: { type: 'refuseConnection', params: ({ event }) => ({ transport: event.transport }) } },
+        'session.ended': { actions: 'countEnded' },
+        'session.failed': { actions: [{ type: 'logSessionFailed', params: ({ event }) => event }, 'countEnded'] },
       },
     },
     stopped: {
@@ -223,3 +159,41 @@ export const serverMachine = setup({
 });
 
 export type ServerMachine = typeof serverMachine;
+
+function turnedAwayReason(event: TurnedAway, settings: ServerSettings): string {
+  if (event.reason === 'too-many') return `already ${settings.maxConnections} connections`;
+  if (event.reason === 'shut-out') return 'too many failed authentications from this address';
+  return `TLS handshake failed (${event.detail ?? 'unknown'})`;
+}
+
+/** The server machine bound to its services: its listener, its sessions and its logger. */
+export function serverLogic(services: ServerServices): ServerMachine {
+  const { log } = services;
+  return serverMachine.provide({
+    actors: { listener: listenerFor(services), sessions: sessionPool(services) },
+    actions: {
+      logListening: ({ context }) => {
+        log.info({ event: 'listening', host: context.address?.host, port: context.address?.port }, `listening on ${context.address?.host}:${context.address?.port}`);
+      },
+      logTurnedAway: ({ context }, event: TurnedAway) => {
+        log.warn(
+          { event: 'turned-away', peer: event.remote, reason: event.reason, ...(event.detail ? { detail: event.detail } : {}) },
+          `connection refused: ${turnedAwayReason(event, context.settings)}`,
+        );
+      },
+      logSessionFailed: (_, params: { id: string; error: unknown }) => {
+        const error = params.error as Error | undefined;
+        log.error({ event: 'session-failed', session: params.id, err: error }, `a session failed: ${error?.message ?? String(error)}`);
+      },
+      logStopping: ({ context }) => {
+        log.info({ event: 'stopping', sessions: context.active }, 'stopping: no new connections');
+      },
+      logForced: ({ context }) => {
+        log.warn({ event: 'grace-expired', sessions: context.active }, 'grace period over; closing the remaining connections');
+      },
+      logStopped: () => {
+        log.info({ event: 'stopped' }, 'server stopped');
+      },
+    },
+  });
+}

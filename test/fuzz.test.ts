@@ -17,10 +17,9 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createActor, waitFor } from 'xstate';
-import { sessionMachine, type SessionEmitted } from '../machines/session.machine.js';
+import type { SessionEmitted } from '../machines/session.machine.js';
 import { nativeAndLegacy } from '../machines/actors/session-connection.js';
 import type { FileSink } from '../machines/actors/file-receiver.js';
-import { MessageJournal } from '../media/message-journal.js';
 import { defaultMediaApps } from '../media/launcher.js';
 import { safeName } from '../media/names.js';
 import { UploadStore, type IncomingFile, type SavedFile } from '../media/upload-store.js';
@@ -30,7 +29,7 @@ import { ClientDecoder, ServerDecoder, encode, preamble } from '../transport/nat
 import { LegacyServerDecoder, LEGACY_EXIT_COMMAND, LEGACY_FILE_COMMAND, encodeLegacyFileHeader, encodeLegacyMessage } from '../transport/legacy-codec.js';
 import { memoryPair } from '../transport/memory-transport.js';
 import { deferred, finalFiles, partialFiles, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
-import { PeerClient } from './helpers/session-harness.js';
+import { PeerClient, soloSession } from './helpers/session-harness.js';
 
 const TOTAL_MS = process.env.CI === 'true' ? 60_000 : 10_000;
 /** A property's share of the budget, and a test timeout that leaves room for the last run and shrinking. */
@@ -323,20 +322,8 @@ const media = { enabled: false, apps: defaultMediaApps(), perMinute: 10 };
 
 function startSession(id: string, store: FileSink, transport: ReturnType<typeof memoryPair>[1]) {
   const emitted: SessionEmitted[] = [];
-  const actor = createActor(sessionMachine, {
-    input: {
-      id,
-      transport,
-      store,
-      log: silent,
-      limits: DEFAULT_LIMITS,
-      codecs: nativeAndLegacy(),
-      timeouts: { handshakeMs: 10_000 },
-      agent: 'fuzz-server',
-      media,
-      journal: new MessageJournal(),
-    },
-  });
+  const { logic, input } = soloSession({ id, transport, store, log: silent, codecs: nativeAndLegacy(), timeouts: { handshakeMs: 10_000 }, media });
+  const actor = createActor(logic, { input: { ...input, agent: 'fuzz-server' } });
   actor.on('*', (e) => void emitted.push(e as SessionEmitted));
   actor.start();
   return { actor, emitted };

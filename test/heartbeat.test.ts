@@ -18,19 +18,17 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createActor, type Actor, type InspectionEvent } from 'xstate';
 import { createClient, createServer, type FerryClient, type FerryServer } from '../index.js';
 import { backoffDelay, type RetryPolicy } from '../machines/client.machine.js';
-import { sessionMachine } from '../machines/session.machine.js';
+import type { sessionMachine } from '../machines/session.machine.js';
 import { nativeAndLegacy } from '../machines/actors/session-connection.js';
 import type { FileSink } from '../machines/actors/file-receiver.js';
-import { MessageJournal } from '../media/message-journal.js';
 import { UploadStore } from '../media/upload-store.js';
-import { defaultMediaApps } from '../media/launcher.js';
 import { encodeLegacyMessage } from '../transport/legacy-codec.js';
 import { memoryPair, type MemoryTransport } from '../transport/memory-transport.js';
 import { ClientDecoder, encode, preamble } from '../transport/native-codec.js';
-import { DEFAULT_LIMITS, type ClientToken } from '../transport/frames.js';
+import type { ClientToken } from '../transport/frames.js';
 import { AsyncQueue, content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
 import { ClientHarness, refused, type ClientHarnessOptions } from './helpers/client-harness.js';
-import { ControlledStore, PeerClient } from './helpers/session-harness.js';
+import { ControlledStore, PeerClient, soloSession } from './helpers/session-harness.js';
 
 const FAKE = { toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] } satisfies Parameters<typeof vi.useFakeTimers>[0];
 const HB = 1_000;
@@ -125,19 +123,16 @@ function startSession(opts: { heartbeatMs: number; store?: FileSink }) {
   const logs: Record<string, unknown>[] = [];
   const processed = new AsyncQueue<string>();
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
-  const actor: Actor<typeof sessionMachine> = createActor(sessionMachine, {
-    input: {
-      id: 'session-1',
-      transport: serverEnd,
-      store: opts.store ?? new UploadStore({ root: tempDir() }),
-      log,
-      limits: DEFAULT_LIMITS,
-      codecs: nativeAndLegacy(),
-      timeouts: { handshakeMs: 3600_000, heartbeatMs: opts.heartbeatMs },
-      agent: 'test',
-      media: { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
-      journal: new MessageJournal(),
-    },
+  const { logic, input } = soloSession({
+    id: 'session-1',
+    transport: serverEnd,
+    store: opts.store ?? new UploadStore({ root: tempDir() }),
+    log,
+    codecs: nativeAndLegacy(),
+    timeouts: { handshakeMs: 3600_000, heartbeatMs: opts.heartbeatMs },
+  });
+  const actor: Actor<typeof sessionMachine> = createActor(logic, {
+    input,
     inspect: (ev: InspectionEvent) => {
       if (ev.type === '@xstate.snapshot' && ev.actorRef === actor) processed.push(ev.event.type);
     },

@@ -10,7 +10,7 @@
  * each path a probe checks that the real system still works where the path left it (hidden state,
  * such as reading left paused, does not show in the graph).
  */
-import { authMac } from '../transport/auth.js';
+import { authMac, macMatches } from '../transport/auth.js';
 import { MessageJournal } from '../media/message-journal.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,11 +18,10 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { AnyStateMachine, AnyStateNode, StateValue } from 'xstate';
 import { getAdjacencyMap, getShortestPaths, getSimplePaths } from 'xstate/graph';
-import { sessionMachine, type SessionEvent } from '../machines/session.machine.js';
+import { sessionLogic, sessionMachine, type SessionEvent } from '../machines/session.machine.js';
 import { clientMachine, type ClientEvent } from '../machines/client.machine.js';
 import { nativeOnly } from '../machines/actors/session-connection.js';
 import { FerryError } from '../transport/errors.js';
-import { memoryPair } from '../transport/memory-transport.js';
 import { encode, frameHeader, preamble } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS } from '../transport/frames.js';
 import { defaultMediaApps } from '../media/launcher.js';
@@ -211,27 +210,37 @@ function sessionModelState(s: SessionSnapshot) {
 }
 const serializeSession = (s: SessionSnapshot) => JSON.stringify(sessionModelState(s));
 
+/** The nonce of the walk's own challenge; the replay answers whatever challenge the real session sends. */
+const MODEL_NONCE = '0123456789abcdef0123456789abcdef';
+
+/** The session as the walk sees it: the real machine, with a token to check and nothing connected. */
+const sessionModel = sessionLogic({
+  store: { begin: () => Promise.reject(new Error('not used')), existing: () => Promise.reject(new Error('not used')) },
+  journal: new MessageJournal(),
+  codecs: nativeOnly,
+  log: pino({ level: 'silent' }),
+  linkOf: () => undefined,
+  now: () => 0,
+  answerMatches: (nonce, mac) => macMatches(TOKEN, nonce, mac),
+});
+
 function sessionTraversal(events: Record<string, readonly ModelEvent[]>) {
-  const [transport] = memoryPair();
   return {
     input: {
       id: 'model',
-      transport,
-      store: { begin: () => Promise.reject(new Error('not used')), existing: () => Promise.reject(new Error('not used')) },
-      log: pino({ level: 'silent' }),
+      remote: 'model:1',
       limits: DEFAULT_LIMITS,
-      codecs: nativeOnly,
       timeouts: { handshakeMs: HANDSHAKE_MS },
       agent: 'model',
       media: { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
-      journal: new MessageJournal(),
-      token: TOKEN,
+      authRequired: true,
       authFailureDelayMs: AUTH_DELAY_MS,
+      nonce: MODEL_NONCE,
     },
     serializeState: serializeSession as never,
     events: ((s: SessionSnapshot) => {
       const here = events[valueString(s.value)] ?? [];
-      return valueString(s.value) === 'authenticating' && s.context.nonce ? [{ type: 'auth', mac: authMac(TOKEN, s.context.nonce) }, ...here] : here;
+      return valueString(s.value) === 'authenticating' && s.context.settings.nonce ? [{ type: 'auth', mac: authMac(TOKEN, s.context.settings.nonce) }, ...here] : here;
     }) as never,
   };
 }
@@ -410,15 +419,15 @@ async function replaySession(p: AnyPath, coverage: Coverage): Promise<void> {
   }
 }
 
-const sessionCoverage = new Coverage(sessionMachine);
-const sessionPaths = transitionPaths(sessionMachine, sessionTraversal(sessionEvents), serializeSession as never);
+const sessionCoverage = new Coverage(sessionModel);
+const sessionPaths = transitionPaths(sessionModel, sessionTraversal(sessionEvents), serializeSession as never);
 
 /**
  * Longer journeys: every simple path (no state visited twice) from the start to any state, over
  * the same events. With the states told apart by `draining`, these include shutdowns at each step
  * of an upload and every way a session can end.
  */
-const sessionJourneys = getSimplePaths(sessionMachine, sessionTraversal(sessionEvents)) as unknown as AnyPath[];
+const sessionJourneys = getSimplePaths(sessionModel, sessionTraversal(sessionEvents)) as unknown as AnyPath[];
 
 describe('session model', () => {
   it('has every state of the machine in the graph', () => {

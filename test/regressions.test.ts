@@ -285,7 +285,7 @@ describe('a session that fails ends alone', () => {
   it('an exception in a session action is logged, its socket closed, and the server keeps serving', async () => {
     const { createActor } = await import('xstate');
     const { pino } = await import('pino');
-    const { serverMachine } = await import('../machines/server.machine.js');
+    const { serverLogic } = await import('../machines/server.machine.js');
     const { nativeAndLegacy } = await import('../machines/actors/session-connection.js');
     const { UploadStore } = await import('../media/upload-store.js');
     const { defaultMediaApps } = await import('../media/launcher.js');
@@ -294,23 +294,31 @@ describe('a session that fails ends alone', () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (line: string) => lines.push(line) });
     let failures = 1;
-    const actor = createActor(serverMachine, {
+    const logic = serverLogic({
+      log,
+      store: new UploadStore({ root: tempDir() }),
+      codecs: nativeAndLegacy(),
+      now: () => Date.now(),
+      journal: {
+        seen: () => false,
+        record: () => {
+          if (failures-- > 0) throw new Error('boom');
+        },
+      },
+    });
+    const actor = createActor(logic, {
       input: {
         host: '127.0.0.1',
         port: 0,
-        store: new UploadStore({ root: tempDir() }),
-        log,
-        limits: { maxMessage: 1 << 20, maxFrame: 65536 },
-        codecs: nativeAndLegacy(),
-        timeouts: { handshakeMs: 5000 },
-        agent: 'test',
+        tls: false,
         graceMs: 1000,
-        media: { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
-        journal: {
-          seen: () => false,
-          record: () => {
-            if (failures-- > 0) throw new Error('boom');
-          },
+        session: {
+          limits: { maxMessage: 1 << 20, maxFrame: 65536 },
+          timeouts: { handshakeMs: 5000 },
+          agent: 'test',
+          media: { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
+          authRequired: false,
+          authFailureDelayMs: 1000,
         },
       },
     });

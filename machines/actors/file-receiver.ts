@@ -11,7 +11,6 @@ export interface FileSink {
 }
 
 export interface FileReceiverInput {
-  store: FileSink;
   offer: UploadOffer;
 }
 
@@ -35,67 +34,69 @@ function asFerryError(err: unknown): FerryError {
  * (reporting disk backpressure), and on `finish` verifies and places it. Stopping the actor before
  * the file was saved removes the partial, so nothing half-written survives a dropped connection.
  */
-export const fileReceiver = fromCallback<FileReceiverCommand, FileReceiverInput, FileReceiverEvent>(({ input, sendBack, receive }) => {
-  let file: IncomingFile | undefined;
-  let settled = false;
-  let stopped = false;
-  let failed = false;
+export function fileReceiverFor(store: FileSink) {
+  return fromCallback<FileReceiverCommand, FileReceiverInput, FileReceiverEvent>(({ input, sendBack, receive }) => {
+    let file: IncomingFile | undefined;
+    let settled = false;
+    let stopped = false;
+    let failed = false;
 
-  const failWith = (err: unknown) => {
-    if (failed || stopped) return;
-    failed = true;
-    void file?.abort();
-    sendBack({ type: 'file.failed', error: asFerryError(err) });
-  };
+    const failWith = (err: unknown) => {
+      if (failed || stopped) return;
+      failed = true;
+      void file?.abort();
+      sendBack({ type: 'file.failed', error: asFerryError(err) });
+    };
 
-  const { name, size, key } = input.offer;
-  input.store.begin(key === undefined ? { name, size } : { name, size, key }).then(
-    (opened) => {
-      if (stopped) {
-        void opened.abort();
-        return;
-      }
-      file = opened;
-      sendBack({ type: 'file.ready', name: opened.name, offset: opened.received });
-    },
-    (err: unknown) => {
-      if (!stopped) sendBack({ type: 'file.refused', error: asFerryError(err) });
-    },
-  );
-
-  const onDrain = () => {
-    if (!stopped && !failed) sendBack({ type: 'file.writable' });
-  };
-
-  receive((command) => {
-    if (!file || failed) return;
-    if (command.type === 'data') {
-      let more: boolean;
-      try {
-        more = file.write(command.chunk);
-      } catch (err) {
-        return failWith(err);
-      }
-      if (!more) {
-        sendBack({ type: 'file.busy' });
-        file.onDrain(onDrain);
-      }
-      return;
-    }
-    file.finish(command.sha256).then(
-      (saved) => {
-        settled = true;
-        if (!stopped) sendBack({ type: 'file.saved', saved });
+    const { name, size, key } = input.offer;
+    store.begin(key === undefined ? { name, size } : { name, size, key }).then(
+      (opened) => {
+        if (stopped) {
+          void opened.abort();
+          return;
+        }
+        file = opened;
+        sendBack({ type: 'file.ready', name: opened.name, offset: opened.received });
       },
       (err: unknown) => {
-        settled = true;
-        if (!stopped) sendBack({ type: 'file.failed', error: asFerryError(err) });
+        if (!stopped) sendBack({ type: 'file.refused', error: asFerryError(err) });
       },
     );
-  });
 
-  return () => {
-    stopped = true;
-    if (file && !settled) void file.abort();
-  };
-});
+    const onDrain = () => {
+      if (!stopped && !failed) sendBack({ type: 'file.writable' });
+    };
+
+    receive((command) => {
+      if (!file || failed) return;
+      if (command.type === 'data') {
+        let more: boolean;
+        try {
+          more = file.write(command.chunk);
+        } catch (err) {
+          return failWith(err);
+        }
+        if (!more) {
+          sendBack({ type: 'file.busy' });
+          file.onDrain(onDrain);
+        }
+        return;
+      }
+      file.finish(command.sha256).then(
+        (saved) => {
+          settled = true;
+          if (!stopped) sendBack({ type: 'file.saved', saved });
+        },
+        (err: unknown) => {
+          settled = true;
+          if (!stopped) sendBack({ type: 'file.failed', error: asFerryError(err) });
+        },
+      );
+    });
+
+    return () => {
+      stopped = true;
+      if (file && !settled) void file.abort();
+    };
+  });
+}

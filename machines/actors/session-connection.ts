@@ -74,6 +74,13 @@ export type SessionConnectionCommand =
   | { type: 'replies'; replies: SessionReply[] }
   | { type: 'close'; reply?: SessionReply };
 
+/** What a callback actor is handed: its input, a way to report, and a way to take commands. */
+export interface CallbackParams<Command, Input, Event> {
+  input: Input;
+  sendBack: (event: Event) => void;
+  receive: (listener: (command: Command) => void) => void;
+}
+
 const CLOSE_GRACE_MS = 5_000;
 const ignore = () => {};
 
@@ -104,211 +111,212 @@ export function batchMessages(tokens: ServerToken[]): SessionConnectionEvent[] {
  * decodes tokens and hands them over one by one, stopping the moment the machine asks to pause (the
  * rest of a decoded batch waits), and writes the machine's replies in the detected format.
  */
-export const sessionConnection = fromCallback<SessionConnectionCommand, SessionConnectionInput, SessionConnectionEvent>(
-  ({ input, sendBack, receive }) => {
-    const { transport, limits } = input;
-    const maxPending = input.maxPendingReplyBytes ?? 1024 * 1024;
-    let codec: ServerCodec | undefined;
-    let queue: SessionConnectionEvent[] = [];
-    let machinePaused = false;
-    let writeBlocked = false;
-    let gone = false;
-    let failed = false;
-    let ending: ReturnType<typeof setTimeout> | undefined;
-    let stopped = false;
+export function runSessionConnection({ input, sendBack, receive }: CallbackParams<SessionConnectionCommand, SessionConnectionInput, SessionConnectionEvent>) {
+  const { transport, limits } = input;
+  const maxPending = input.maxPendingReplyBytes ?? 1024 * 1024;
+  let codec: ServerCodec | undefined;
+  let queue: SessionConnectionEvent[] = [];
+  let machinePaused = false;
+  let writeBlocked = false;
+  let gone = false;
+  let failed = false;
+  let ending: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
 
-    const reading = () => !machinePaused && !writeBlocked;
-    const applyFlow = () => (reading() ? transport.resume() : transport.pause());
+  const reading = () => !machinePaused && !writeBlocked;
+  const applyFlow = () => (reading() ? transport.resume() : transport.pause());
 
-    const deliver = () => {
-      let i = 0;
-      while (i < queue.length && !machinePaused) sendBack(queue[i++]!);
-      queue = i === queue.length ? [] : queue.slice(i);
-    };
+  const deliver = () => {
+    let i = 0;
+    while (i < queue.length && !machinePaused) sendBack(queue[i++]!);
+    queue = i === queue.length ? [] : queue.slice(i);
+  };
 
-    let deliveryScheduled = false;
-    const scheduleDelivery = () => {
-      if (deliveryScheduled) return;
-      deliveryScheduled = true;
-      queueMicrotask(() => {
-        deliveryScheduled = false;
-        if (stopped) return;
-        deliver();
-        applyFlow();
-      });
-    };
+  let deliveryScheduled = false;
+  const scheduleDelivery = () => {
+    if (deliveryScheduled) return;
+    deliveryScheduled = true;
+    queueMicrotask(() => {
+      deliveryScheduled = false;
+      if (stopped) return;
+      deliver();
+      applyFlow();
+    });
+  };
 
-    const push = (events: SessionConnectionEvent[]) => {
-      if (queue.length === 0 && !machinePaused) {
-        for (let i = 0; i < events.length; i++) {
-          if (machinePaused) {
-            queue = events.slice(i);
-            return;
-          }
-          sendBack(events[i]!);
-        }
-      } else {
-        for (const event of events) queue.push(event);
-      }
-    };
-
-    const fail = (error: FerryError) => {
-      // Later bytes are ignored, but reading goes on so that the peer's close is still noticed.
-      failed = true;
-      push([{ type: 'protocol-error', error }]);
-    };
-
-    const onData = (chunk: Buffer) => {
-      if (failed || chunk.length === 0) return;
-      heard = true;
-      lastData = Date.now();
-      if (!codec) {
-        const format = detectFormat(chunk[0]!);
-        const made = format === undefined
-          ? new ProtocolError(
-              'E_BAD_PREAMBLE',
-              chunk[0] === 0x16 ? 'A TLS client connected, but this server does not use TLS (start it with --tls-cert and --tls-key).' : 'The peer does not speak a protocol ferry knows; use a ferry client.',
-            )
-          : input.codecs(format, limits);
-        if (made instanceof FerryError) return fail(made);
-        codec = made;
-        push([{ type: 'format', format: format! }]);
-        if (format === 'native') startHeartbeat();
-      }
-      let tokens: ServerToken[];
-      try {
-        tokens = codec.decoder.feed(chunk);
-      } catch (err) {
-        return fail(err instanceof FerryError ? err : new ProtocolError('E_BAD_FRAME', 'The peer sent bytes ferry cannot read.'));
-      }
-      if (tokens.length > 0) push(batchMessages(tokens));
-    };
-
-    let lastError: Error | undefined;
-    let heartbeat: ReturnType<typeof setInterval> | undefined;
-    let lastData = Date.now();
-    const idleMs = input.idleMs ?? 0;
-    // One coarse timer per connection, not one per chunk: it looks at when data last came.
-    const idleCheck =
-      idleMs > 0
-        ? setInterval(
-            () => {
-              if (!reading()) lastData = Date.now();
-              else if (Date.now() - lastData >= idleMs) {
-                clearInterval(idleCheck);
-                lastError = new FerryError('E_TIMEOUT', `The client sent nothing for ${Math.round(idleMs / 1000)} s.`);
-                transport.destroy();
-              }
-            },
-            Math.max(250, Math.min(idleMs / 4, 30_000)),
-          )
-        : undefined;
-    idleCheck?.unref?.();
-    let heard = false;
-    let silentBeats = 0;
-    const startHeartbeat = () => {
-      const every = input.heartbeatMs ?? 0;
-      if (every <= 0) return;
-      heartbeat = setInterval(() => {
-        if (heard || !reading()) {
-          heard = false;
-          silentBeats = 0;
-        } else if (++silentBeats >= 2) {
-          clearInterval(heartbeat);
-          lastError = new FerryError('E_TIMEOUT', `The client went silent for ${Math.round((2 * every) / 1000)} s.`);
-          transport.destroy();
+  const push = (events: SessionConnectionEvent[]) => {
+    if (queue.length === 0 && !machinePaused) {
+      for (let i = 0; i < events.length; i++) {
+        if (machinePaused) {
+          queue = events.slice(i);
           return;
         }
-        write({ type: 'ping' });
-      }, every);
-      heartbeat.unref?.();
-    };
-    const onEnd = () => {
-      if (failed) return;
-      push([{ type: 'peer-ended', clean: codec === undefined || codec.decoder.idle }]);
-    };
-    const onClose = () => {
-      if (gone) return;
-      gone = true;
-      push([lastError ? { type: 'peer-gone', error: lastError } : { type: 'peer-gone' }]);
-    };
-    const onError = (err: Error) => {
-      lastError = err;
-    };
-    const onDrain = () => {
-      if (writeBlocked && transport.writableLength <= maxPending) {
+        sendBack(events[i]!);
+      }
+    } else {
+      for (const event of events) queue.push(event);
+    }
+  };
+
+  const fail = (error: FerryError) => {
+    // Later bytes are ignored, but reading goes on so that the peer's close is still noticed.
+    failed = true;
+    push([{ type: 'protocol-error', error }]);
+  };
+
+  const onData = (chunk: Buffer) => {
+    if (failed || chunk.length === 0) return;
+    heard = true;
+    lastData = Date.now();
+    if (!codec) {
+      const format = detectFormat(chunk[0]!);
+      const made = format === undefined
+        ? new ProtocolError(
+            'E_BAD_PREAMBLE',
+            chunk[0] === 0x16 ? 'A TLS client connected, but this server does not use TLS (start it with --tls-cert and --tls-key).' : 'The peer does not speak a protocol ferry knows; use a ferry client.',
+          )
+        : input.codecs(format, limits);
+      if (made instanceof FerryError) return fail(made);
+      codec = made;
+      push([{ type: 'format', format: format! }]);
+      if (format === 'native') startHeartbeat();
+    }
+    let tokens: ServerToken[];
+    try {
+      tokens = codec.decoder.feed(chunk);
+    } catch (err) {
+      return fail(err instanceof FerryError ? err : new ProtocolError('E_BAD_FRAME', 'The peer sent bytes ferry cannot read.'));
+    }
+    if (tokens.length > 0) push(batchMessages(tokens));
+  };
+
+  let lastError: Error | undefined;
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
+  let lastData = Date.now();
+  const idleMs = input.idleMs ?? 0;
+  // One coarse timer per connection, not one per chunk: it looks at when data last came.
+  const idleCheck =
+    idleMs > 0
+      ? setInterval(
+          () => {
+            if (!reading()) lastData = Date.now();
+            else if (Date.now() - lastData >= idleMs) {
+              clearInterval(idleCheck);
+              lastError = new FerryError('E_TIMEOUT', `The client sent nothing for ${Math.round(idleMs / 1000)} s.`);
+              transport.destroy();
+            }
+          },
+          Math.max(250, Math.min(idleMs / 4, 30_000)),
+        )
+      : undefined;
+  idleCheck?.unref?.();
+  let heard = false;
+  let silentBeats = 0;
+  const startHeartbeat = () => {
+    const every = input.heartbeatMs ?? 0;
+    if (every <= 0) return;
+    heartbeat = setInterval(() => {
+      if (heard || !reading()) {
+        heard = false;
+        silentBeats = 0;
+      } else if (++silentBeats >= 2) {
+        clearInterval(heartbeat);
+        lastError = new FerryError('E_TIMEOUT', `The client went silent for ${Math.round((2 * every) / 1000)} s.`);
+        transport.destroy();
+        return;
+      }
+      write({ type: 'ping' });
+    }, every);
+    heartbeat.unref?.();
+  };
+  const onEnd = () => {
+    if (failed) return;
+    push([{ type: 'peer-ended', clean: codec === undefined || codec.decoder.idle }]);
+  };
+  const onClose = () => {
+    if (gone) return;
+    gone = true;
+    push([lastError ? { type: 'peer-gone', error: lastError } : { type: 'peer-gone' }]);
+  };
+  const onError = (err: Error) => {
+    lastError = err;
+  };
+  const onDrain = () => {
+    if (writeBlocked && transport.writableLength <= maxPending) {
+      writeBlocked = false;
+      applyFlow();
+    }
+  };
+
+  transport.on('data', onData).on('end', onEnd).on('close', onClose).on('error', onError).on('drain', onDrain);
+
+  // Replies made while handling one batch of input leave in one write, when the tick ends.
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    transport.uncork();
+  };
+  const write = (reply: SessionReply) => {
+    if (transport.destroyed || !codec) return;
+    const bytes = codec.replies.encode(reply);
+    if (bytes === undefined) return;
+    if (!corked) {
+      corked = true;
+      transport.cork();
+      process.nextTick(uncork);
+    }
+    transport.write(bytes);
+    if (transport.writableLength > maxPending && !writeBlocked) {
+      writeBlocked = true;
+      applyFlow();
+    }
+  };
+
+  receive((command) => {
+    switch (command.type) {
+      case 'pause':
+        machinePaused = true;
+        applyFlow();
+        break;
+      case 'resume':
+        machinePaused = false;
+        // Commands arrive while the session is mid-transition, when events sent to it only queue up
+        // and a pause they cause would come too late; hand the held tokens over once it is done.
+        scheduleDelivery();
+        break;
+      case 'reply':
+        write(command.reply);
+        break;
+      case 'replies':
+        for (const reply of command.replies) write(reply);
+        break;
+      case 'close':
+        // From here on the session only waits for the socket to close: let everything through.
+        machinePaused = false;
         writeBlocked = false;
-        applyFlow();
-      }
-    };
+        scheduleDelivery();
+        if (command.reply) write(command.reply);
+        if (!transport.destroyed) {
+          transport.end();
+          // A peer that never closes its side must not hold the socket open forever.
+          ending = setTimeout(() => transport.destroy(), CLOSE_GRACE_MS);
+          ending.unref?.();
+        }
+        break;
+    }
+  });
 
-    transport.on('data', onData).on('end', onEnd).on('close', onClose).on('error', onError).on('drain', onDrain);
+  return () => {
+    stopped = true;
+    clearInterval(heartbeat);
+    clearInterval(idleCheck);
+    transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);
+    transport.off('close', onClose);
+    // The socket may still report a late reset while it flushes; it must never become an uncaught error.
+    transport.on('error', ignore);
+    if (ending === undefined && !transport.destroyed) transport.destroy();
+  };
+}
 
-    // Replies made while handling one batch of input leave in one write, when the tick ends.
-    let corked = false;
-    const uncork = () => {
-      corked = false;
-      transport.uncork();
-    };
-    const write = (reply: SessionReply) => {
-      if (transport.destroyed || !codec) return;
-      const bytes = codec.replies.encode(reply);
-      if (bytes === undefined) return;
-      if (!corked) {
-        corked = true;
-        transport.cork();
-        process.nextTick(uncork);
-      }
-      transport.write(bytes);
-      if (transport.writableLength > maxPending && !writeBlocked) {
-        writeBlocked = true;
-        applyFlow();
-      }
-    };
-
-    receive((command) => {
-      switch (command.type) {
-        case 'pause':
-          machinePaused = true;
-          applyFlow();
-          break;
-        case 'resume':
-          machinePaused = false;
-          // Commands arrive while the session is mid-transition, when events sent to it only queue up
-          // and a pause they cause would come too late; hand the held tokens over once it is done.
-          scheduleDelivery();
-          break;
-        case 'reply':
-          write(command.reply);
-          break;
-        case 'replies':
-          for (const reply of command.replies) write(reply);
-          break;
-        case 'close':
-          // From here on the session only waits for the socket to close: let everything through.
-          machinePaused = false;
-          writeBlocked = false;
-          scheduleDelivery();
-          if (command.reply) write(command.reply);
-          if (!transport.destroyed) {
-            transport.end();
-            // A peer that never closes its side must not hold the socket open forever.
-            ending = setTimeout(() => transport.destroy(), CLOSE_GRACE_MS);
-            ending.unref?.();
-          }
-          break;
-      }
-    });
-
-    return () => {
-      stopped = true;
-      clearInterval(heartbeat);
-      clearInterval(idleCheck);
-      transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);
-      transport.off('close', onClose);
-      // The socket may still report a late reset while it flushes; it must never become an uncaught error.
-      transport.on('error', ignore);
-      if (ending === undefined && !transport.destroyed) transport.destroy();
-    };
-  },
-);
+/** The connection as an actor, for a session given its Transport in its input. */
+export const sessionConnection = fromCallback<SessionConnectionCommand, SessionConnectionInput, SessionConnectionEvent>(runSessionConnection);

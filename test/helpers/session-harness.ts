@@ -3,11 +3,22 @@
  * native frames. Side effects the tests need to time (the store's begin/finish, disk backpressure,
  * the media step, the handshake timer) are put under the test's control.
  */
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { MessageJournal } from '../../media/message-journal.js';
 import { createActor, fromPromise, SimulatedClock, waitFor, type Actor, type InspectionEvent, type SnapshotFrom, type StateValue } from 'xstate';
-import { sessionMachine, type MediaOutcome, type MediaRequest, type SessionEmitted } from '../../machines/session.machine.js';
-import { nativeOnly } from '../../machines/actors/session-connection.js';
+import {
+  sessionLogic,
+  type sessionMachine,
+  type HandledMessages,
+  type MediaOutcome,
+  type MediaRequest,
+  type SessionEmitted,
+  type SessionMachine,
+  type SessionSettings,
+  type SessionTimeouts,
+} from '../../machines/session.machine.js';
+import { macMatches, newNonce } from '../../transport/auth.js';
+import { nativeOnly, type CodecFactory } from '../../machines/actors/session-connection.js';
 import type { FileSink } from '../../machines/actors/file-receiver.js';
 import { UploadStore, type IncomingFile, type SavedFile } from '../../media/upload-store.js';
 import { defaultMediaApps } from '../../media/launcher.js';
@@ -242,21 +253,28 @@ export class SessionHarness {
     [this.serverEnd, this.clientEnd] = memoryPair(opts.splitAt === undefined ? {} : { splitAt: opts.splitAt });
     this.client = new PeerClient(this.clientEnd);
     const log = pino({ level: 'debug' }, { write: (line: string) => void this.logs.push(JSON.parse(line) as Record<string, unknown>) });
-    const machine = opts.realDispatch ? sessionMachine : sessionMachine.provide({ actors: { dispatchMedia: this.dispatch.logic } });
+    const token = opts.token;
+    const logic = sessionLogic({
+      store: opts.store ?? (opts.rawStore ? this.uploads : this.store),
+      journal: opts.journal ?? new MessageJournal(),
+      codecs: nativeOnly,
+      log,
+      linkOf: () => ({ transport: this.serverEnd, log }),
+      now: () => (opts.realClock ? Date.now() : this.clock.now()),
+      ...(token !== undefined ? { answerMatches: (nonce: string, mac: string) => macMatches(token, nonce, mac) } : {}),
+    });
+    const machine = opts.realDispatch ? logic : logic.provide({ actors: { dispatchMedia: this.dispatch.logic } });
     this.actor = createActor(machine, {
       input: {
         id: 'session-1',
-        transport: this.serverEnd,
-        store: opts.store ?? (opts.rawStore ? this.uploads : this.store),
-        log,
+        remote: this.serverEnd.remote,
         limits: DEFAULT_LIMITS,
-        codecs: nativeOnly,
         timeouts: { handshakeMs: opts.handshakeMs ?? 10_000 },
-        ...(opts.token !== undefined ? { token: opts.token } : {}),
-        ...(opts.authFailureDelayMs !== undefined ? { authFailureDelayMs: opts.authFailureDelayMs } : {}),
+        authRequired: token !== undefined,
+        authFailureDelayMs: opts.authFailureDelayMs ?? 1_000,
+        ...(token !== undefined ? { nonce: newNonce() } : {}),
         agent: 'test',
         media: { enabled: false, apps: defaultMediaApps(), perMinute: 10, ...opts.media },
-        journal: opts.journal ?? new MessageJournal(),
       },
       ...(opts.realClock ? {} : { clock: this.clock }),
       inspect: (ev: InspectionEvent) => {
@@ -330,4 +348,39 @@ export function valueString(value: StateValue): string {
   return Object.entries(value)
     .map(([k, v]) => (v === undefined ? k : `${k}.${valueString(v)}`))
     .join(',');
+}
+
+export interface SoloSessionOptions {
+  id: string;
+  transport: MemoryTransport;
+  store: FileSink;
+  log: Logger;
+  codecs: CodecFactory;
+  timeouts: SessionTimeouts;
+  journal?: HandledMessages;
+  media?: OpenSettings;
+}
+
+/** The logic and input of one session on its own connection, the way a server's pool would start it. */
+export function soloSession(opts: SoloSessionOptions): { logic: SessionMachine; input: SessionSettings } {
+  const link = { transport: opts.transport, log: opts.log };
+  const logic = sessionLogic({
+    store: opts.store,
+    journal: opts.journal ?? new MessageJournal(),
+    codecs: opts.codecs,
+    log: opts.log,
+    linkOf: () => link,
+    now: () => Date.now(),
+  });
+  const input: SessionSettings = {
+    id: opts.id,
+    remote: opts.transport.remote,
+    limits: DEFAULT_LIMITS,
+    timeouts: opts.timeouts,
+    agent: 'test',
+    media: opts.media ?? { enabled: false, apps: defaultMediaApps(), perMinute: 10 },
+    authRequired: false,
+    authFailureDelayMs: 1_000,
+  };
+  return { logic, input };
 }
