@@ -51,7 +51,7 @@ export interface OpenedClient {
 /** Builds a library client from the shared flags; says once on stderr when it waits for the server. */
 export async function openClient(options: CommonClientOptions, extra: { rateLimit?: number; quietWaiting?: boolean } = {}): Promise<OpenedClient> {
   // Loaded only when asked for: it brings a WebSocket stack that every other run can do without.
-  const inspection = options.inspect === undefined ? undefined : await (await import('./inspect.js')).startInspection(options.inspect, options.token ? [options.token] : []);
+  const inspection = options.inspect === undefined ? undefined : await (await import('./inspect/start.js')).startInspection(options.inspect, options.token ? [options.token] : []);
   let ca: Buffer | undefined;
   if (options.tlsCa) {
     try {

@@ -106,7 +106,7 @@ async function serve(options: ServeOptions): Promise<void> {
     throw new UsageError('TLS needs both --tls-cert and --tls-key.');
   }
   const tls = options.tlsCert && options.tlsKey ? { cert: readPem(options.tlsCert, '--tls-cert'), key: readPem(options.tlsKey, '--tls-key') } : undefined;
-  const inspection = options.inspect === undefined ? undefined : await (await import('./inspect.js')).startInspection(options.inspect, options.token ? [options.token] : []);
+  const inspection = options.inspect === undefined ? undefined : await (await import('./inspect/start.js')).startInspection(options.inspect, options.token ? [options.token] : []);
   if (inspection) log.info({ event: 'inspecting', url: inspection.url }, inspection.description);
   const uploadDir = path.resolve(options.uploadDir);
   const server = createServer({

@@ -1,6 +1,7 @@
 /**
- * Inspection (apps/inspect.ts): sanitising, sending real server/session/client inspection events to
- * a WebSocket in @statelyai/inspect's format, the loopback relay, and never keeping a process alive.
+ * Inspection (apps/inspect/): sending real server/session/client inspection events to a WebSocket
+ * in @statelyai/inspect's format, the loopback relay, and never keeping a process alive (the
+ * sanitiser itself is tested in sanitize.test.ts).
  * Synchronises on socket and process events, never on sleeps.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -13,15 +14,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { StatelyActorEvent, StatelyInspectionEvent, StatelySnapshotEvent } from '@statelyai/inspect';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createActor, createMachine } from 'xstate';
-import { REDACTED, sanitize, startInspection, type Inspection } from '../apps/inspect.js';
+import { REDACTED } from '../apps/inspect/sanitize.js';
+import { startInspection, type Inspection } from '../apps/inspect/start.js';
 import { createClient, createServer } from '../index.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BUILT = path.join(REPO_ROOT, 'dist/apps/inspect.js');
-const SOURCE = path.join(REPO_ROOT, 'apps/inspect.ts');
+const BUILT = path.join(REPO_ROOT, 'dist/apps/inspect/start.js');
+const SOURCES = [
+  ...fs.readdirSync(path.join(REPO_ROOT, 'apps/inspect')).map((name) => path.join(REPO_ROOT, 'apps/inspect', name)),
+  path.join(REPO_ROOT, 'transport/corked-writer.ts'),
+];
 const SECRET = 'tok-3f9a8c1d2e7b';
 
 // --- `ws` (a dependency of @statelyai/inspect, without TypeScript types here) -------------------
@@ -108,117 +112,6 @@ async function inspection(target: string | true, secrets: string[] = [SECRET]): 
   cleanups.push(() => started.stop());
   return started;
 }
-
-// --- The sanitiser -----------------------------------------------------------------------------
-
-describe('sanitize', () => {
-  it('summarises Buffers, typed arrays and ArrayBuffers instead of dumping them', () => {
-    const out = sanitize({ chunk: Buffer.alloc(65536), view: new Uint8Array(12), raw: new ArrayBuffer(3), list: [Buffer.from('abc')] });
-    expect(out).toEqual({ chunk: '<Buffer 65536 bytes>', view: '<Uint8Array 12 bytes>', raw: '<ArrayBuffer 3 bytes>', list: ['<Buffer 3 bytes>'] });
-  });
-
-  it('turns sockets, streams, loggers, transports and other class instances into their class name', () => {
-    const socket = new net.Socket();
-    const logger = pino({ level: 'silent' });
-    class Store {
-      root = '/secret/place';
-    }
-    const transportLike = { remote: '1.2.3.4:5', write: () => true, on: () => transportLike };
-    const stream = fs.createReadStream(fileURLToPath(import.meta.url));
-    const out = sanitize({ socket, stream, logger, child: logger.child({ a: 1 }), store: new Store(), transportLike, map: new Map([[1, 2]]), set: new Set([1]) });
-    expect(out).toEqual({
-      socket: '<Socket>',
-      stream: '<ReadStream>',
-      logger: '<Pino>',
-      child: '<Pino>',
-      store: '<Store>',
-      transportLike: '<Object>',
-      map: '<Map 1 entries>',
-      set: '<Set 1 items>',
-    });
-    socket.destroy();
-    stream.destroy();
-  });
-
-  it('drops functions and symbols, keeps plain data, arrays and Errors (without their stack)', () => {
-    const error = Object.assign(new RangeError('too big'), { code: 'E_TOO_BIG' });
-    const out = sanitize({ n: 1, ok: true, none: null, fn: () => 1, sym: Symbol('s'), list: [1, () => 2, 'x'], error, big: 10n, when: new Date(0) });
-    expect(out).toEqual({ n: 1, ok: true, none: null, list: [1, 'x'], error: { name: 'RangeError', message: 'too big', code: 'E_TOO_BIG' }, big: '10', when: '1970-01-01T00:00:00.000Z' });
-  });
-
-  it('redacts strings equal to or containing a secret, and anything under secret-sounding keys', () => {
-    const out = sanitize(
-      {
-        a: SECRET,
-        b: `Bearer ${SECRET} here`,
-        c: 'harmless',
-        token: 'abc',
-        password: 12345,
-        Secret: { nested: true },
-        key: 'k',
-        apiKey: 'x',
-        auth_token: 'y',
-        keyframes: 'kept',
-        tokens: 3,
-        nothing: { token: undefined, password: null },
-        [`path-${SECRET}`]: 1,
-      },
-      { secrets: [SECRET, ''] },
-    );
-    expect(out).toEqual({
-      a: REDACTED,
-      b: REDACTED,
-      c: 'harmless',
-      token: REDACTED,
-      password: REDACTED,
-      Secret: REDACTED,
-      key: REDACTED,
-      apiKey: REDACTED,
-      auth_token: REDACTED,
-      keyframes: 'kept',
-      tokens: 3,
-      nothing: { password: null },
-      [REDACTED]: 1,
-    });
-    expect(JSON.stringify(out)).not.toContain(SECRET);
-  });
-
-  it('is cycle-safe and depth-, width- and length-limited', () => {
-    const cyclic: Record<string, unknown> = { name: 'loop' };
-    cyclic.self = cyclic;
-    cyclic.list = [cyclic];
-    expect(sanitize(cyclic)).toEqual({ name: 'loop', self: '[Circular]', list: ['[Circular]'] });
-
-    const shared = { x: 1 };
-    expect(sanitize({ a: shared, b: shared })).toEqual({ a: { x: 1 }, b: { x: 1 } });
-
-    const deep = { l1: { l2: { l3: { l4: 'deep' } } }, arr: [[[1]]] };
-    expect(sanitize(deep, { maxDepth: 2 })).toEqual({ l1: { l2: '[Object]' }, arr: ['[Array]'] });
-
-    expect(sanitize(Array.from({ length: 5 }, (_, i) => i), { maxItems: 3 })).toEqual([0, 1, 2, '… 2 more items']);
-    expect(sanitize({ a: 1, b: 2, c: 3 }, { maxItems: 2 })).toEqual({ a: 1, b: 2, '…': '1 more keys' });
-    expect(sanitize('x'.repeat(1000), { maxString: 10 })).toBe(`${'x'.repeat(10)}… (1000 chars)`);
-  });
-
-  it('does not modify its input', () => {
-    const input = { token: 'abc', data: Buffer.from('hi'), nested: { fn: () => 1 } };
-    sanitize(input, { secrets: ['abc'] });
-    expect(input.token).toBe('abc');
-    expect(Buffer.isBuffer(input.data)).toBe(true);
-    expect(typeof input.nested.fn).toBe('function');
-  });
-
-  it('reduces a machine snapshot to its JSON form (no machine, no functions) and actor refs to their id', () => {
-    const child = createMachine({ id: 'child' });
-    const machine = createMachine({ id: 'parent', context: { blob: Buffer.alloc(9) }, invoke: { id: 'kid', src: child } });
-    const actor = createActor(machine).start();
-    const out = sanitize(actor.getSnapshot()) as Record<string, unknown>;
-    actor.stop();
-    expect(out).toMatchObject({ status: 'active', value: {}, context: { blob: '<Buffer 9 bytes>' }, children: { kid: { id: 'kid' } } });
-    expect(out).not.toHaveProperty('machine');
-    expect(out).not.toHaveProperty('matches');
-  });
-});
 
 // --- Real server, session and client ----------------------------------------------------------
 
@@ -382,7 +275,7 @@ describe('startInspection(true)', () => {
 
 describe('a process that only starts inspection', () => {
   beforeAll(() => {
-    const stale = !fs.existsSync(BUILT) || fs.statSync(BUILT).mtimeMs < fs.statSync(SOURCE).mtimeMs;
+    const stale = !fs.existsSync(BUILT) || SOURCES.some((source) => fs.statSync(BUILT).mtimeMs < fs.statSync(source).mtimeMs);
     if (stale) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
   }, 120_000);
 

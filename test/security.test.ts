@@ -18,7 +18,7 @@ import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, createServer, type FerryClient, type FerryServer, type ServerOptions } from '../index.js';
 import { createLogger } from '../apps/logger.js';
-import { REDACTED, sanitize } from '../apps/inspect.js';
+import { REDACTED, sanitize } from '../apps/inspect/sanitize.js';
 import { authMac } from '../transport/auth.js';
 import { ClientDecoder, ServerDecoder, encode, preamble } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS, type ClientToken, type ServerToken } from '../transport/frames.js';
