@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { and, not, setup, type AnyStateMachine, type AnyStateNode } from 'xstate';
+import { and, createMachine, not, setup, type AnyStateMachine, type AnyStateNode } from 'xstate';
 import { registerDiagram } from '../apps/diagram.js';
 import { machines, toDot, toDotCombined, toMermaid, toStateTable } from '../machines/diagram.js';
 
@@ -249,8 +249,11 @@ describe('toMermaid', () => {
   it('labels guards, delays, eventless and wildcard transitions', () => {
     const server = readMermaid(toMermaid(machines.server));
     expect(server.edges).toContainEqual({ from: 'draining', to: 'stopped', label: 'after grace<br>always [noSessions]' });
-    expect(server.edges.find((e) => e.from === 'listening' && e.to === 'listening')?.label.split('<br>')).toContain('xstate.done.actor.#42;');
-    expect(toDot(machines.server)).toContain('xstate.done.actor.*');
+    expect(server.edges.find((e) => e.from === 'listening' && e.to === 'listening')?.label.split('<br>')).toContain('session.ended');
+    // A wildcard event keeps its `*`, escaped for Mermaid.
+    const wildcard = createMachine({ id: 'w', initial: 'a', states: { a: { on: { 'xstate.done.actor.*': 'b' } }, b: {} } });
+    expect(readMermaid(toMermaid(wildcard)).edges).toContainEqual({ from: 'a', to: 'b', label: 'xstate.done.actor.#42;' });
+    expect(toDot(wildcard)).toContain('xstate.done.actor.*');
   });
 
   it('keeps awkward names and events readable and valid', () => {

@@ -6,6 +6,8 @@ import { ServerDecoder, nativeConnectionReplies } from '../../transport/native-c
 import { LegacyServerDecoder, legacyReplies } from '../../transport/legacy-codec.js';
 import type { ReplyEncoder, SessionReply } from '../../transport/replies.js';
 import type { Transport } from '../../transport/transport.js';
+import { corkUntilLater } from '../../transport/corked-writer.js';
+import { startHeartbeat, type Heartbeat } from '../../transport/heartbeat.js';
 
 /** A server-side decoder of either wire format. */
 export interface ServerTokenDecoder {
@@ -166,7 +168,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
 
   const onData = (chunk: Buffer) => {
     if (failed || chunk.length === 0) return;
-    heard = true;
+    heartbeat?.heard();
     lastData = Date.now();
     if (!codec) {
       const format = detectFormat(chunk[0]!);
@@ -179,7 +181,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
       if (made instanceof FerryError) return fail(made);
       codec = made;
       push([{ type: 'format', format: format! }]);
-      if (format === 'native') startHeartbeat();
+      if (format === 'native') beginHeartbeat();
     }
     let tokens: ServerToken[];
     try {
@@ -191,7 +193,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
   };
 
   let lastError: Error | undefined;
-  let heartbeat: ReturnType<typeof setInterval> | undefined;
+  let heartbeat: Heartbeat | undefined;
   let lastData = Date.now();
   const idleMs = input.idleMs ?? 0;
   // One coarse timer per connection, not one per chunk: it looks at when data last came.
@@ -210,24 +212,19 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
         )
       : undefined;
   idleCheck?.unref?.();
-  let heard = false;
-  let silentBeats = 0;
-  const startHeartbeat = () => {
+  const beginHeartbeat = () => {
     const every = input.heartbeatMs ?? 0;
     if (every <= 0) return;
-    heartbeat = setInterval(() => {
-      if (heard || !reading()) {
-        heard = false;
-        silentBeats = 0;
-      } else if (++silentBeats >= 2) {
-        clearInterval(heartbeat);
-        lastError = new FerryError('E_TIMEOUT', `The client went silent for ${Math.round((2 * every) / 1000)} s.`);
+    heartbeat = startHeartbeat({
+      everyMs: every,
+      ping: () => write({ type: 'ping' }),
+      // Time in which we were not reading (our own backpressure) says nothing about the client.
+      counts: reading,
+      onSilent: (ms) => {
+        lastError = new FerryError('E_TIMEOUT', `The client went silent for ${Math.round(ms / 1000)} s.`);
         transport.destroy();
-        return;
-      }
-      write({ type: 'ping' });
-    }, every);
-    heartbeat.unref?.();
+      },
+    });
   };
   const onEnd = () => {
     if (failed) return;
@@ -251,20 +248,12 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
   transport.on('data', onData).on('end', onEnd).on('close', onClose).on('error', onError).on('drain', onDrain);
 
   // Replies made while handling one batch of input leave in one write, when the tick ends.
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    transport.uncork();
-  };
+  const holdWrites = corkUntilLater(transport);
   const write = (reply: SessionReply) => {
     if (transport.destroyed || !codec) return;
     const bytes = codec.replies.encode(reply);
     if (bytes === undefined) return;
-    if (!corked) {
-      corked = true;
-      transport.cork();
-      process.nextTick(uncork);
-    }
+    holdWrites();
     transport.write(bytes);
     if (transport.writableLength > maxPending && !writeBlocked) {
       writeBlocked = true;
@@ -308,7 +297,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
 
   return () => {
     stopped = true;
-    clearInterval(heartbeat);
+    heartbeat?.stop();
     clearInterval(idleCheck);
     transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);
     transport.off('close', onClose);
