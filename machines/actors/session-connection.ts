@@ -168,7 +168,6 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
 
   const onData = (chunk: Buffer) => {
     if (failed || chunk.length === 0) return;
-    heartbeat?.heard();
     lastData = Date.now();
     if (!codec) {
       const format = detectFormat(chunk[0]!);
@@ -183,6 +182,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
       push([{ type: 'format', format: format! }]);
       if (format === 'native') beginHeartbeat();
     }
+    heartbeat?.heard();
     let tokens: ServerToken[];
     try {
       tokens = codec.decoder.feed(chunk);
