@@ -150,8 +150,8 @@ export function sessionImplementations(services: SessionServices) {
         enqueue.sendTo('connection', { type: 'replies', replies: event.messages.map((m) => ({ type: 'message-ack' as const, id: m.id, text: m.text, raw: m.raw })) });
         for (const m of fresh) enqueue.emit({ type: 'message', id: m.id, text: m.text });
       }),
-      logHello: ({ context }: Args, params: { agent: string }) => {
-        logOf(context).info({ event: 'hello', format: context.format, agent: params.agent }, 'client said hello');
+      logHello: ({ context }: Args, params: { agent: string; format: SessionContext['format'] }) => {
+        logOf(context).info({ event: 'hello', format: params.format, agent: params.agent }, 'client said hello');
       },
       logAuthFailed: ({ context }: Args) => {
         logOf(context).warn({ event: 'auth-failed' }, 'a client answered the challenge with the wrong token');

@@ -59,7 +59,7 @@ export const sessionMachine = setup({
     answerMatches: (_, _params: { mac: string }) => false,
     handled: (_, _params: { id: number }) => false,
     isLegacy: ({ context }) => context.format === 'legacy',
-    needsToken: ({ context }) => context.settings.authRequired && context.format !== 'legacy',
+    needsToken: ({ context }, params: { format: SessionContext['format'] }) => context.settings.authRequired && params.format !== 'legacy',
     isDraining: ({ context }) => context.draining,
     isUpload: ({ context }) => context.upload?.saved !== undefined,
     openingAsked: ({ context }) => context.upload !== undefined && uploadOpeningAsked(context),
@@ -67,7 +67,7 @@ export const sessionMachine = setup({
   actions: {
     // Side effects, declared here and implemented over a server's services by sessionImplementations().
     recordMessages: (_, _params: { messages: readonly { id: number; text: string }[] }) => {},
-    logHello: (_, _params: { agent: string }) => {},
+    logHello: (_, _params: { agent: string; format: SessionContext['format'] }) => {},
     logAuthFailed: () => {},
     reportAuthFailure: () => {},
     logMediaOutcome: (_, _params: MediaOutcome) => {},
@@ -82,7 +82,8 @@ export const sessionMachine = setup({
     answerMessages: () => {},
     pauseReading: sendTo('connection', { type: 'pause' }),
     resumeReading: sendTo('connection', { type: 'resume' }),
-    assignFormat: assign({ format: (_, params: { format: SessionContext['format'] }) => params.format }),
+    /** What the hello says: who the client is (messages are deduplicated per client id), and how it talks. */
+    assignHello: assign((_, params: { clientId: string | undefined; format: SessionContext['format'] }) => params),
     markDraining: assign({ draining: true }),
     replyWelcome: sendTo('connection', ({ context }) => ({
       type: 'reply' as const,
@@ -96,7 +97,6 @@ export const sessionMachine = setup({
       type: 'close',
       reply: { type: 'error', error: { code: 'E_AUTH_FAILED', message: 'The token was not accepted; check --token or FERRY_TOKEN.' } },
     }),
-    assignClientId: assign({ clientId: (_, params: { clientId: string | undefined }) => params.clientId }),
     replyMessageAck: sendTo('connection', (_, params: { id: number; text: string; raw?: Buffer }) => ({
       type: 'reply' as const,
       reply: { type: 'message-ack' as const, ...params },
@@ -166,7 +166,6 @@ export const sessionMachine = setup({
     }),
   },
   on: {
-    format: { actions: { type: 'assignFormat', params: ({ event }) => ({ format: event.format }) } },
     ping: { actions: { type: 'replyPong', params: ({ event }) => ({ payload: event.payload }) } },
     pong: {},
     shutdown: { actions: 'markDraining' },
@@ -188,19 +187,19 @@ export const sessionMachine = setup({
       on: {
         hello: [
           {
-            guard: 'needsToken',
+            guard: { type: 'needsToken', params: ({ event }) => ({ format: event.format ?? 'native' }) },
             target: 'authenticating',
             actions: [
-              { type: 'assignClientId', params: ({ event }) => ({ clientId: event.info.clientId }) },
-              { type: 'logHello', params: ({ event }) => ({ agent: event.info.agent }) },
+              { type: 'assignHello', params: ({ event }) => ({ clientId: event.info.clientId, format: event.format ?? 'native' }) },
+              { type: 'logHello', params: ({ event }) => ({ agent: event.info.agent, format: event.format ?? 'native' }) },
               'replyChallenge',
             ],
           },
           {
             target: 'awaitingHeader',
             actions: [
-              { type: 'assignClientId', params: ({ event }) => ({ clientId: event.info.clientId }) },
-              { type: 'logHello', params: ({ event }) => ({ agent: event.info.agent }) },
+              { type: 'assignHello', params: ({ event }) => ({ clientId: event.info.clientId, format: event.format ?? 'native' }) },
+              { type: 'logHello', params: ({ event }) => ({ agent: event.info.agent, format: event.format ?? 'native' }) },
               'replyWelcome',
             ],
           },

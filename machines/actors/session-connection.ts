@@ -59,9 +59,10 @@ type MessageToken = Extract<ServerToken, { type: 'message' }>;
  * of two or more whole messages decoded from one read is handed over as one `messages` event.
  */
 export type SessionConnectionEvent =
-  | ServerToken
-  | { type: 'messages'; messages: MessageToken[] }
-  | { type: 'format'; format: WireFormat }
+  | Exclude<ServerToken, { type: 'hello' }>
+  /** The client's hello, with the wire format its first byte showed (the original format's is implied). */
+  | (Extract<ServerToken, { type: 'hello' }> & { format?: WireFormat })
+  | MessagesEvent
   | { type: 'protocol-error'; error: FerryError }
   /** The peer half-closed; `clean` is false when it stopped in the middle of a frame. */
   | { type: 'peer-ended'; clean: boolean }
@@ -86,14 +87,16 @@ export interface CallbackParams<Command, Input, Event> {
 const CLOSE_GRACE_MS = 5_000;
 const ignore = () => {};
 
+type MessagesEvent = { type: 'messages'; messages: MessageToken[] };
+
 /**
  * Folds each run of two or more whole messages (a header token followed at once by its message)
  * into one `messages` event, so a client with many messages in flight costs the session one step
  * per read instead of two per message. A lone message, or one split across reads, is left as it is.
  */
-export function batchMessages(tokens: ServerToken[]): SessionConnectionEvent[] {
+export function batchMessages(tokens: ServerToken[]): (ServerToken | MessagesEvent)[] {
   if (tokens.length < 4) return tokens;
-  const out: SessionConnectionEvent[] = [];
+  const out: (ServerToken | MessagesEvent)[] = [];
   let i = 0;
   while (i < tokens.length) {
     const run: MessageToken[] = [];
@@ -166,6 +169,8 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
     push([{ type: 'protocol-error', error }]);
   };
 
+  let wireFormat: WireFormat = 'native';
+  let helloSeen = false;
   const onData = (chunk: Buffer) => {
     if (failed || chunk.length === 0) return;
     lastData = Date.now();
@@ -179,7 +184,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
         : input.codecs(format, limits);
       if (made instanceof FerryError) return fail(made);
       codec = made;
-      push([{ type: 'format', format: format! }]);
+      wireFormat = format!;
       if (format === 'native') beginHeartbeat();
     }
     heartbeat?.heard();
@@ -189,7 +194,19 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
     } catch (err) {
       return fail(err instanceof FerryError ? err : new ProtocolError('E_BAD_FRAME', 'The peer sent bytes ferry cannot read.'));
     }
-    if (tokens.length > 0) push(batchMessages(tokens));
+    if (tokens.length === 0) return;
+    const events: SessionConnectionEvent[] = batchMessages(tokens);
+    // The session learns the wire format from the hello, which comes first (the original format's is implied).
+    if (!helloSeen) {
+      for (let i = 0; i < events.length; i++) {
+        const event = events[i]!;
+        if (event.type === 'hello') {
+          events[i] = { ...event, format: wireFormat };
+          helloSeen = true;
+        }
+      }
+    }
+    push(events);
   };
 
   let lastError: Error | undefined;
