@@ -370,7 +370,7 @@ class SessionDriver {
     const { h } = this;
     const state = valueString(h.value());
     if (state === 'awaitingHeader') {
-      const acked = h.processed('message');
+      const acked = h.processed('messages');
       this.write(encode.message(99, 'probe'));
       expect((await acked).value).toBe('awaitingHeader');
       expect(await h.client.tokens.skipTo((t) => t.type === 'message-ack' && t.id === 99, 'the probe ack')).toEqual({ type: 'message-ack', id: 99, text: 'probe' });

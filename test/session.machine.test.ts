@@ -48,7 +48,9 @@ const frames = {
 /** Every conversation frame, with the token the session sees for it. */
 const conversation: { token: string; frame: () => Buffer }[] = [
   { token: 'hello', frame: frames.hello },
-  { token: 'message-header', frame: () => frames.message(1, 'hi') },
+  // A header whose body has not come yet; a whole message comes as `messages`.
+  { token: 'message-header', frame: () => frames.message(1, 'hi').subarray(0, 6) },
+  { token: 'messages', frame: () => frames.message(1, 'hi') },
   { token: 'upload-offer', frame: () => frames.offer(1, 'a.txt', 1) },
   { token: 'data', frame: () => frames.data(Buffer.from('x')) },
   { token: 'upload-end', frame: () => frames.end(1, '0'.repeat(64)) },
@@ -237,26 +239,18 @@ describe('session: messages', () => {
     expect(h.trace()).toEqual(['handshaking', 'awaitingHeader']);
   });
 
-  it('folds only runs of two or more whole messages into one event, leaving every other token in its place', () => {
+  it('folds every run of whole messages into one event, leaving every other token in its place', () => {
     const header = (length: number) => ({ type: 'message-header' as const, length });
     const message = (id: number) => ({ type: 'message' as const, id, text: `m${id}`, raw: Buffer.from(`m${id}`) });
     const offer = { type: 'upload-offer' as const, offer: { id: 9, name: 'a.bin', size: 1 } };
-    // A lone message, and the end of a split one followed by a lone one, stay as they are.
-    expect(batchMessages([header(2), message(1)])).toEqual([header(2), message(1)]);
-    expect(batchMessages([message(1), header(2), message(2), offer])).toEqual([message(1), header(2), message(2), offer]);
+    const batch = (...ids: number[]) => ({ type: 'messages', messages: ids.map(message) });
+    // A lone whole message is a batch of one; the end of a split one stays as it is.
+    expect(batchMessages([header(2), message(1)])).toEqual([batch(1)]);
+    expect(batchMessages([message(1), header(2), message(2), offer])).toEqual([message(1), batch(2), offer]);
     // The tail of a split message, then a run of two, then an offer, then a header whose body is still to come.
-    expect(batchMessages([message(1), header(2), message(2), header(2), message(3), offer, header(2)])).toEqual([
-      message(1),
-      { type: 'messages', messages: [message(2), message(3)] },
-      offer,
-      header(2),
-    ]);
-    expect(batchMessages([header(2), message(1), offer, header(2), message(2), header(2), message(3), header(2), message(4)])).toEqual([
-      header(2),
-      message(1),
-      offer,
-      { type: 'messages', messages: [message(2), message(3), message(4)] },
-    ]);
+    expect(batchMessages([message(1), header(2), message(2), header(2), message(3), offer, header(2)])).toEqual([message(1), batch(2, 3), offer, header(2)]);
+    expect(batchMessages([header(2), message(1), offer, header(2), message(2), header(2), message(3), header(2), message(4)])).toEqual([batch(1), offer, batch(2, 3, 4)]);
+    expect(batchMessages([header(2)])).toEqual([header(2)]);
   });
 
   it('recognises resends inside a batch, also one repeated within the same batch: acknowledged, handled once', async () => {
@@ -284,7 +278,7 @@ describe('session: messages', () => {
     expect(finalFiles(h.root)).toEqual([]);
   });
 
-  it.each(conversation.filter((c) => !['message-header', 'upload-offer', 'open-request', 'bye'].includes(c.token)))(
+  it.each(conversation.filter((c) => !['message-header', 'messages', 'upload-offer', 'open-request', 'bye'].includes(c.token)))(
     'refuses $token between commands with E_UNEXPECTED_FRAME',
     async ({ token, frame }) => {
       const h = start();

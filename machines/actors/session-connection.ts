@@ -90,22 +90,22 @@ const ignore = () => {};
 type MessagesEvent = { type: 'messages'; messages: MessageToken[] };
 
 /**
- * Folds each run of two or more whole messages (a header token followed at once by its message)
- * into one `messages` event, so a client with many messages in flight costs the session one step
- * per read instead of two per message. A lone message, or one split across reads, is left as it is.
+ * Folds each run of whole messages (a header token followed at once by its message) into one
+ * `messages` event, so a message costs the session one step instead of two, and a client with many
+ * messages in flight one step per read. Only a message split across reads goes through
+ * `message-header` and `message`.
  */
 export function batchMessages(tokens: ServerToken[]): (ServerToken | MessagesEvent)[] {
-  if (tokens.length < 4) return tokens;
+  if (tokens.length < 2) return tokens;
   const out: (ServerToken | MessagesEvent)[] = [];
   let i = 0;
   while (i < tokens.length) {
     const run: MessageToken[] = [];
-    while (tokens[i]?.type === 'message-header' && tokens[i + 1]?.type === 'message') {
-      run.push(tokens[i + 1] as MessageToken);
+    for (let next = tokens[i + 1]; tokens[i]?.type === 'message-header' && next?.type === 'message'; next = tokens[i + 1]) {
+      run.push(next);
       i += 2;
     }
-    if (run.length >= 2) out.push({ type: 'messages', messages: run });
-    else if (run.length === 1) out.push(tokens[i - 2]!, run[0]!);
+    if (run.length > 0) out.push({ type: 'messages', messages: run });
     else out.push(tokens[i++]!);
   }
   return out;
