@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '../transport/errors.js';
 import { numberedName, safeName } from './names.js';
+import { storeFailure } from '../transport/store-failure.js';
 
 /** How the store is set up. */
 export interface UploadStoreOptions {
@@ -770,21 +771,7 @@ function errorCode(err: unknown): string | undefined {
 }
 
 function storeError(err: unknown, doing: string): FerryError {
-  if (err instanceof FerryError) return err;
-  const code = errorCode(err);
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new FerryError(
-      'E_NO_SPACE',
-      `The disk ran out of space while ${doing}; free some space and send the file again.`,
-      { cause: err },
-    );
-  }
-  const detail = code ?? (err instanceof Error ? err.message : String(err));
-  return new FerryError(
-    'E_STORE_FAILED',
-    `The server failed while ${doing} (${detail}); check that the upload folder is writable and send the file again.`,
-    { cause: err },
-  );
+  return storeFailure(err, doing);
 }
 
 /** Creates a file that must not exist yet, for writing; resolves with its descriptor. */

@@ -447,7 +447,9 @@ function idFrame(type: number, id: number, text: string): Buffer {
 }
 
 export const encode = {
-  hello: (info: HelloInfo) => jsonFrame(FrameType.HELLO, info),
+  // The hello ends with a line feed (JSON allows it), so that a line-based server reached by
+  // mistake, such as an HTTP server, answers at once and is recognised instead of waiting.
+  hello: (info: HelloInfo) => frame(FrameType.HELLO, Buffer.from(`${JSON.stringify(info)}\n`, 'utf8')),
   welcome: (info: WelcomeInfo) => jsonFrame(FrameType.WELCOME, info),
   bye: () => frame(FrameType.BYE, Buffer.alloc(0)),
   error: (info: ErrorInfo) => jsonFrame(FrameType.ERROR, info),

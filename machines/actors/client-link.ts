@@ -210,6 +210,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
 
   const attach = (t: Transport) => {
     transport = t;
+    let received = false;
     t.on('data', (chunk) => {
       if (down) return;
       heard = true;
@@ -217,14 +218,11 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       try {
         tokens = decoder.feed(chunk);
       } catch (err) {
-        const error =
-          err instanceof ProtocolError && err.code === 'E_BAD_PREAMBLE'
-            ? chunk[0] === 0x15 || chunk[0] === 0x16
-              ? new FerryError('E_TLS', 'The server speaks TLS; add --tls (or --tls-ca).')
-              : new ProtocolError('E_BAD_PREAMBLE', 'The server does not speak the ferry protocol; if it is the original tool, add --legacy.')
-            : describeNetworkError(err);
+        const error = err instanceof ProtocolError && err.code === 'E_BAD_PREAMBLE' && !received ? notFerry(chunk, t.remote) : describeNetworkError(err);
         fatal = error;
         return goDown(error);
+      } finally {
+        received = true;
       }
       for (const token of tokens) {
         if (down) return;
@@ -235,14 +233,20 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     });
     t.on('error', (err) => goDown(describeNetworkError(err)));
     t.on('end', () => t.end());
-    t.on('close', () =>
-      goDown(
-        new FerryError(
-          'E_CONNECTION_LOST',
-          up ? 'The server closed the connection.' : 'The server closed the connection during the handshake (if it uses TLS, add --tls or --tls-ca).',
-        ),
-      ),
-    );
+    t.on('close', () => {
+      if (up) return goDown(new FerryError('E_CONNECTION_LOST', 'The server closed the connection.'));
+      const closed = new FerryError('E_CONNECTION_LOST', 'The server closed the connection during the handshake (if it uses TLS, add --tls or --tls-ca).');
+      // A TLS server drops a plain hello without a word; a ferry server that is restarting does the
+      // same, so ask: only a TLS server is a mistake that retrying will not fix.
+      if (received || !t.probeTls) return goDown(closed);
+      void t.probeTls().then(
+        (isTls) => {
+          if (isTls) fatal = tlsServer(t.remote);
+          goDown(closed);
+        },
+        () => goDown(closed),
+      );
+    });
     t.cork();
     t.write(preamble());
     t.write(encode.hello(input.hello));
@@ -375,6 +379,21 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     transport?.destroy();
   };
 });
+
+function tlsServer(remote: string): FerryError {
+  return new FerryError('E_TLS', `The server at ${remote} speaks TLS; add --tls (or --tls-ca with its certificate authority).`);
+}
+
+/** The first bytes of a server that is not ferry, in one sentence saying what it seems to be. */
+function notFerry(chunk: Buffer, remote: string): FerryError {
+  if (chunk[0] === 0x15 || chunk[0] === 0x16) return tlsServer(remote);
+  const text = chunk.subarray(0, 60).toString('latin1').split(/\r?\n/)[0]!;
+  if (text.startsWith('HTTP/')) {
+    return new ProtocolError('E_BAD_PREAMBLE', `The server at ${remote} does not speak the ferry protocol: it is a web server (it answered "${text}"); check --host and --port.`);
+  }
+  const said = /^[\x20-\x7e]{3,}$/.test(text) ? ` (it answered "${text}")` : '';
+  return new ProtocolError('E_BAD_PREAMBLE', `The server at ${remote} does not speak the ferry protocol${said}; check --host and --port, or add --legacy if it is the original tool.`);
+}
 
 function knownCode(code: string): FerryError['code'] {
   return /^E_[A-Z0-9_]+$/.test(code) ? (code as FerryError['code']) : 'E_CONNECTION_LOST';
