@@ -82,6 +82,7 @@ export function registerServe(program: Command): void {
         idleTimeout: parseDurationOrZero,
         partialTtl: parseDuration,
         maxConnections: parseCount,
+        logFormat: parseLogFormat,
       });
       await serve(cmd.opts<ServeOptions>());
     });
@@ -169,6 +170,11 @@ async function serve(options: ServeOptions): Promise<void> {
     },
     `ferry is listening on ${address.host}:${address.port}; files go to ${uploadDir}; messages up to ${formatBytes(options.maxMessage)}`,
   );
+}
+
+function parseLogFormat(value: string): LogFormat {
+  if (!(LOG_FORMATS as readonly string[]).includes(value)) throw new Error(`"${value}" is not one of ${LOG_FORMATS.join(', ')}`);
+  return value as LogFormat;
 }
 
 function readPem(file: string, flag: string): Buffer {

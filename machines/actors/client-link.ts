@@ -234,6 +234,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     t.on('error', (err) => goDown(describeNetworkError(err)));
     t.on('end', () => t.end());
     t.on('close', () => {
+      if (down) return;
       if (up) return goDown(new FerryError('E_CONNECTION_LOST', 'The server closed the connection.'));
       const closed = new FerryError('E_CONNECTION_LOST', 'The server closed the connection during the handshake (if it uses TLS, add --tls or --tls-ca).');
       // A TLS server drops a plain hello without a word; a ferry server that is restarting does the
