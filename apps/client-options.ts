@@ -36,8 +36,8 @@ export function addClientOptions(command: Command, retryForDefault: string | und
     .option('--inspect [url]', 'stream the client\u2019s state machines to a ws:// inspector, or start a local inspector page')
     .addOption(new Option('--retry-initial <duration>', 'first delay before reconnecting').argParser(parseDuration).default(250, '250ms'))
     .addOption(new Option('--retry-max <duration>', 'longest delay between attempts').argParser(parseDuration).default(5_000, '5s'));
-  const retryFor = new Option('--retry-for <duration>', 'give up when the server has been unreachable this long').argParser(parseDuration);
-  command.addOption(retryForDefault === undefined ? retryFor.default(undefined, 'forever') : retryFor.default(parseDuration(retryForDefault), retryForDefault));
+  const retryFor = new Option('--retry-for <duration>', `give up when the server has been unreachable this long${retryForDefault === undefined ? ' (default: forever)' : ''}`).argParser(parseDuration);
+  command.addOption(retryForDefault === undefined ? retryFor : retryFor.default(parseDuration(retryForDefault), retryForDefault));
   return command;
 }
 

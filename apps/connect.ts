@@ -5,7 +5,7 @@ import { parse as parseWords } from 'shell-quote';
 import { Option, type Command } from 'commander';
 import type { UploadOptions } from '../index.js';
 import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
-import { planUploads } from './files.js';
+import { explainLocalFailure, planUploads } from './files.js';
 import { errorJson, Output, type Lines } from './output.js';
 import { parseSize } from './units.js';
 
@@ -211,9 +211,9 @@ async function interactive(options: ConnectOptions): Promise<number> {
           out.uploaded(result);
           if (result.opened && !result.opened.opened) failures++;
         },
-        (err: unknown) => {
+        async (err: unknown) => {
           sending = undefined;
-          failed({ file }, err, 'upload', file);
+          failed({ file }, await explainLocalFailure(file, err), 'upload', file);
         },
       ),
       'upload',

@@ -125,6 +125,20 @@ export function describeLocal(file: string, err: unknown): string {
   }
 }
 
+/**
+ * A file that could not be read once its upload began (it was deleted or changed meanwhile): the
+ * reason in the same words as the checks before sending, when the file still cannot be found.
+ */
+export async function explainLocalFailure(file: string, error: unknown): Promise<unknown> {
+  if (!(error instanceof FerryError) || error.code !== 'E_LOCAL_FILE') return error;
+  try {
+    await fs.promises.stat(file);
+    return error;
+  } catch (err) {
+    return localError(describeLocal(file, err));
+  }
+}
+
 function localError(message: string): FerryError {
   return new FerryError('E_LOCAL_FILE', message);
 }

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { FerryError, type UploadOptions, type UploadResult } from '../index.js';
 import { RESUME_MIN_BYTES } from '../machines/actors/client-link.js';
 import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
-import { planUploads, type Planned, type Sendable } from './files.js';
+import { explainLocalFailure, planUploads, type Planned, type Sendable } from './files.js';
 import { Output } from './output.js';
 import { UploadProgress } from './progress.js';
 import { formatBytes, parseSize } from './units.js';
@@ -58,7 +58,13 @@ async function sendFiles(paths: string[], options: SendOptions): Promise<number>
         outcomes.set(item, Promise.resolve({ ok: false, error: item.error }));
         continue;
       }
-      outcomes.set(item, upload(item).then((result): Outcome => ({ ok: true, result }), (error: unknown): Outcome => ({ ok: false, error })));
+      outcomes.set(
+        item,
+        upload(item).then(
+          (result): Outcome => ({ ok: true, result }),
+          async (error: unknown): Promise<Outcome> => ({ ok: false, error: await explainLocalFailure(item.file, error) }),
+        ),
+      );
     }
   };
   const upload = (item: Sendable): Promise<UploadResult> => {
@@ -80,9 +86,10 @@ async function sendFiles(paths: string[], options: SendOptions): Promise<number>
     progress.stop();
     const item = planned[at];
     const rest = planned.slice(at + 1).filter((p) => p.kind === 'file').length;
-    const after = rest > 0 ? ` (and ${rest} more file${rest === 1 ? '' : 's'} after it)` : '';
+    const after = rest > 0 ? `, ${rest} more file${rest === 1 ? '' : 's'} after it` : '';
     const again = item?.kind === 'file' && item.size >= RESUME_MIN_BYTES ? 'run the same command again to resume from there' : 'run the same command again to send it';
-    const where = item?.kind === 'file' ? `while sending ${item.file} at ${formatBytes(sent.get(item) ?? 0)} of ${formatBytes(item.size)}${after}` : 'before the last files were sent';
+    // Progress is reported in steps, so more may have gone out than the last report says.
+    const where = item?.kind === 'file' ? `while sending ${item.file} (at least ${formatBytes(sent.get(item) ?? 0)} of ${formatBytes(item.size)} sent${after})` : 'before the last files were sent';
     const error = new FerryError('E_CLOSED', `Interrupted ${where}; ${again}.`);
     if (out.json) for (const p of planned.slice(at)) out.failed({ file: p.file }, p.kind === 'error' ? p.error : error);
     else out.problem(error.message);
