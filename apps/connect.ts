@@ -159,7 +159,8 @@ async function interactive(options: ConnectOptions): Promise<number> {
     return sending ? `[${sending}] ${base}` : base;
   };
   const prompt = () => {
-    if (!tty || lines.closed) return;
+    // Once leaving, the prompt stays away: what is still printed goes below the last typed line.
+    if (!tty || lines.closed || leaving !== undefined) return;
     rl.setPrompt(promptText());
     rl.prompt(true);
   };
@@ -253,6 +254,11 @@ async function interactive(options: ConnectOptions): Promise<number> {
     );
   };
 
+  /** A command that cannot be carried out as typed: said at once, and counted, as piped input has no one to see it. */
+  const mistake = (text: string) => {
+    failures++;
+    out.problem(text);
+  };
   const handle = (raw: string) => {
     const line = raw.replace(/\r$/, '');
     if (awaitingPath) {
@@ -270,13 +276,13 @@ async function interactive(options: ConnectOptions): Promise<number> {
       awaitingPath = true;
     } else if (command === '/send') {
       const args = parseArguments('/send', rest, ['--open', '--fresh']);
-      if ('error' in args) out.problem(args.error);
-      else if (args.words.length === 0) out.problem('/send needs a path: /send PATH... [--open] [--fresh].');
+      if ('error' in args) mistake(args.error);
+      else if (args.words.length === 0) mistake('/send needs a path: /send PATH... [--open] [--fresh].');
       else sendPaths(args.words, args.flags);
     } else if (command === '/open') {
       const args = parseArguments('/open', rest, []);
-      if ('error' in args) out.problem(args.error);
-      else if (args.words.length === 0) out.problem('/open needs the name a file was stored under: /open NAME....');
+      if ('error' in args) mistake(args.error);
+      else if (args.words.length === 0) mistake('/open needs the name a file was stored under: /open NAME....');
       for (const name of 'words' in args ? args.words : []) {
         track(
           client.open(name).then(
@@ -330,6 +336,8 @@ async function interactive(options: ConnectOptions): Promise<number> {
       return;
     }
     interrupted = true;
+    // Off the prompt's line, as a shell does.
+    if (leaving === undefined) process.stdout.write('\n');
     startLeaving('now');
   });
   rl.on('close', () => {
@@ -338,6 +346,8 @@ async function interactive(options: ConnectOptions): Promise<number> {
   });
   // A client that ends by itself (a TLS mismatch, a wrong token, --retry-for used up) ends the session.
   void client.connect().catch((err: unknown) => {
+    // Closed on the way out: what that left unconfirmed is summed up below.
+    if (leaving !== undefined && (err as { code?: string })?.code === 'E_CLOSED') return;
     if (!out.alreadyTold(err)) {
       failures++;
       out.failed({ server: where }, err);

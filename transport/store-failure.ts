@@ -56,7 +56,7 @@ function advice(code: string | undefined, where: string | undefined): string {
       return `whoever runs the server must give it an upload folder on a writable disk (--upload-dir)`;
     case 'ENOENT':
     case 'ENOTDIR':
-      return `${folder} was moved or deleted while the server was running; whoever runs it must restore it or restart the server`;
+      return `whoever runs the server must check that ${folder} exists and is a folder`;
     default:
       return code !== undefined && PASSING.has(code) ? 'send the file again in a moment' : `whoever runs the server must check ${folder}`;
   }
