@@ -71,8 +71,8 @@ export class Output {
   }
 
   /**
-   * A failure of one item. `label` names it (a file, a message) on stderr unless the sentence already
-   * does; an error shared with items reported before is only pointed back to.
+   * A failure of one item. `label` names it (a file, a name) on stderr unless the sentence starts
+   * with it; an error shared with items reported before is only pointed back to.
    */
   failed(subject: Record<string, unknown>, err: unknown, label?: string): void {
     if (this.json) this.line({ ...subject, error: errorJson(err) });
@@ -84,7 +84,7 @@ export class Output {
       this.told.add(err);
     }
     const text = sentence(err);
-    this.problem(label === undefined || text.includes(label) ? text : `${label}: ${text}`);
+    this.problem(label === undefined || text.startsWith(label) ? text : `${label}: ${text}`);
   }
 
   /** True when this error was already printed (it failed several items, or the whole client). */
