@@ -16,6 +16,8 @@ export interface SavedFile {
   bytes: number;
   /** Lower-case hex SHA-256 of the content. */
   sha256: string;
+  /** True when the store already held this file under this name, and nothing new was written. */
+  skipped?: boolean;
 }
 
 /** A file being received. Obtain one from `UploadStore.begin`. */
@@ -28,6 +30,11 @@ export interface IncomingFile {
   readonly received: number;
   /** Where this upload continued from: bytes already on disk when it began. */
   readonly resumedFrom: number;
+  /**
+   * True when the store already holds this very file (same name, size and SHA-256): no bytes are
+   * expected, and `finish()` answers at once with the stored file.
+   */
+  readonly skipped?: boolean;
   /**
    * Hashes and writes a chunk. The chunk must not be modified afterwards, since it is queued
    * without copying. Returns false when the caller should wait for `onDrain` before writing more.
@@ -272,19 +279,29 @@ export class Incoming implements IncomingFile {
   }
 }
 
-/** A resumable upload that was stored already: no bytes are expected, and finishing repeats the result. */
+/**
+ * A file that is stored already: no bytes are expected, and finishing repeats the result. Either a
+ * resumable upload whose sender never heard that it was stored (`resumedFrom` is then the whole
+ * file, and the sender's hash is checked at the end as usual), or, `skipped`, an offer whose
+ * SHA-256 says it is the very file stored under that name (nothing is resumed, nothing to check).
+ */
 export class CompletedIncoming implements IncomingFile {
   readonly size: number;
   readonly received: number;
   readonly resumedFrom: number;
+  readonly skipped: boolean;
+  private readonly saved: SavedFile;
 
   constructor(
     readonly name: string,
-    private readonly saved: SavedFile,
+    saved: SavedFile,
+    skipped = false,
   ) {
     this.size = saved.bytes;
     this.received = saved.bytes;
-    this.resumedFrom = saved.bytes;
+    this.resumedFrom = skipped ? 0 : saved.bytes;
+    this.skipped = skipped;
+    this.saved = skipped ? { ...saved, skipped: true } : saved;
   }
 
   write(): boolean {

@@ -5,7 +5,8 @@
  *
  * The parts: `incoming-file.ts` receives one file (writing, hashing, verifying), `partial-records.ts`
  * keeps the records of resumable uploads and sweeps old ones, `spare-file.ts` has an empty partial
- * ready ahead of need; this file decides where an upload begins and where it ends up.
+ * ready ahead of need, `stored-records.ts` remembers what each stored file holds; this file decides
+ * where an upload begins and where it ends up.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -15,6 +16,7 @@ import { CompletedIncoming, hashFilePrefix, Incoming, WRITE_HIGH_WATER_MARK, typ
 import { numberedName, safeName } from './names.js';
 import { checkKey, PartialRecords } from './partial-records.js';
 import { SpareFile } from './spare-file.js';
+import { StoredRecords } from './stored-records.js';
 import { errorCode, noop, removeQuietly, storeError } from './store-io.js';
 
 export type { IncomingFile, SavedFile } from './incoming-file.js';
@@ -36,6 +38,11 @@ export interface Offer {
    * the connection drops, and a later offer with the same key continues where it stopped.
    */
   key?: string;
+  /**
+   * The file's SHA-256 (64 lower-case hex digits), when the sender knows it: if the file stored under
+   * exactly this name is this very file, nothing is received and the upload is `skipped`.
+   */
+  sha256?: string;
 }
 
 /** The state folder inside the root: partial uploads live here, never under a final name. */
@@ -43,6 +50,8 @@ const STATE_DIR = '.ferry';
 const PARTIAL_DIR = path.join(STATE_DIR, 'partial');
 /** Holds the one empty file made ahead of need (see `SpareFile`). */
 const SPARE_DIR = path.join(STATE_DIR, 'spare');
+/** What each stored file holds (see `StoredRecords`). */
+const STORED_DIR = path.join(STATE_DIR, 'stored');
 /** How long a free-space reading may be reused (for files that need under 1 % of it). */
 const FREE_SPACE_REUSE_MS = 1_000;
 const MAX_NUMBERED_NAMES = 10_000;
@@ -57,6 +66,7 @@ export class UploadStore {
   readonly #records: PartialRecords;
   readonly #spare: SpareFile;
   readonly #spareDir: string;
+  readonly #stored: StoredRecords;
   readonly #maxFileSize: number | undefined;
   readonly #active = new Set<Incoming>();
   /** Resumable uploads being received, by key: a newer connection for the same key takes over. */
@@ -79,12 +89,13 @@ export class UploadStore {
     this.#records = new PartialRecords(this.#partialDir);
     this.#spareDir = path.join(this.root, SPARE_DIR);
     this.#spare = new SpareFile(this.#spareDir);
+    this.#stored = new StoredRecords(path.join(this.root, STORED_DIR));
     this.#maxFileSize = opts.maxFileSize;
   }
 
   /** Creates the root and the folder for partial uploads. Safe to call repeatedly. */
   init(): Promise<void> {
-    this.#initialising ??= Promise.all([fs.promises.mkdir(this.#partialDir, { recursive: true }), this.#spare.clear()]).then(
+    this.#initialising ??= Promise.all([fs.promises.mkdir(this.#partialDir, { recursive: true }), this.#spare.clear(), this.#stored.init()]).then(
       () => fs.promises.mkdir(this.#spareDir, { recursive: true }),
     ).then(
       () => undefined,
@@ -98,10 +109,12 @@ export class UploadStore {
   }
 
   /**
-   * Starts receiving a file after checking its name, its size and the free disk space.
+   * Starts receiving a file after checking its name, its size and the free disk space. When the
+   * offer's SHA-256 shows that the file is stored already, the incoming file is `skipped` instead.
    *
    * @throws FerryError `E_BAD_NAME`, `E_UPLOAD_SIZE` (size not a non-negative integer),
-   *   `E_FILE_TOO_LARGE`, `E_NO_SPACE` or `E_STORE_FAILED`.
+   *   `E_FILE_TOO_LARGE`, `E_NO_SPACE`, `E_STORE_FAILED`, or `E_BAD_FRAME` (a key or SHA-256 of the
+   *   wrong form).
    */
   async begin(offer: Offer): Promise<IncomingFile> {
     const name = safeName(offer.name);
@@ -119,8 +132,17 @@ export class UploadStore {
       );
     }
 
+    const sha256 = offer.sha256;
+    if (sha256 !== undefined && (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256))) {
+      throw new FerryError('E_BAD_FRAME', 'An offered SHA-256 must be 64 lower-case hex digits.');
+    }
+
     await this.init();
-    if (offer.key !== undefined) return this.#resume(name, size, offer.key);
+    if (sha256 !== undefined) {
+      const held = await this.#stored.match(name, this.#pathOf(name), size, sha256);
+      if (held) return new CompletedIncoming(name, held, true);
+    }
+    if (offer.key !== undefined) return this.#resume(name, size, offer.key, sha256);
     await this.#checkFreeSpace(size);
 
     let partial: { path: string; fd: number; stem: string };
@@ -141,7 +163,7 @@ export class UploadStore {
       metaPath: undefined,
       store: {
         place: (temp, wanted) => this.#place(temp, wanted),
-        completed: () => Promise.resolve(),
+        completed: (saved) => this.#stored.remember(saved),
         release: () => this.#active.delete(incoming),
       },
     });
@@ -174,15 +196,15 @@ export class UploadStore {
    * killed server; the running hash is rebuilt by reading that data once. An older connection still
    * attached to the key is cut off first, so bytes from two connections never interleave.
    */
-  #resume(name: string, size: number, key: string): Promise<IncomingFile> {
+  #resume(name: string, size: number, key: string, sha256: string | undefined): Promise<IncomingFile> {
     try {
       checkKey(key);
     } catch (err) {
       return Promise.reject(err as Error);
     }
     const turn = (this.#keyTurns.get(key) ?? Promise.resolve()).then(
-      () => this.#resumeInTurn(name, size, key),
-      () => this.#resumeInTurn(name, size, key),
+      () => this.#resumeInTurn(name, size, key, sha256),
+      () => this.#resumeInTurn(name, size, key, sha256),
     );
     const settled = turn.then(noop, noop);
     this.#keyTurns.set(key, settled);
@@ -192,18 +214,17 @@ export class UploadStore {
     return turn;
   }
 
-  async #resumeInTurn(name: string, size: number, key: string): Promise<IncomingFile> {
+  async #resumeInTurn(name: string, size: number, key: string, sha256: string | undefined): Promise<IncomingFile> {
     // An earlier connection may still be finishing this upload: let it, before looking for its record.
     const previous = this.#byKey.get(key);
     if (previous) await previous.detach();
     const done = await this.#records.readDone(key);
-    if (done && done.bytes === size) {
-      // Stored already, but the sender never heard: answer from the record instead of storing it twice.
-      try {
-        if ((await fs.promises.stat(done.path)).size === size) return new CompletedIncoming(name, done);
-      } catch {
-        // The stored file is gone: receive it again.
-      }
+    // Stored already, but the sender never heard: answer from the record instead of storing it twice,
+    // as long as the stored file is still the one recorded (else it is received again). A sender
+    // that names the hash, and names this one, is told at once; any other checks it at the end.
+    if (done && done.bytes === size && (sha256 === undefined || sha256 === done.sha256)) {
+      const held = await this.#stored.match(done.savedAs, this.#pathOf(done.savedAs), size, done.sha256);
+      if (held) return new CompletedIncoming(name, held, sha256 !== undefined);
     }
     const tempPath = this.#records.partPath(key);
     const metaPath = this.#records.metaPath(key);
@@ -240,7 +261,9 @@ export class UploadStore {
       metaPath,
       store: {
         place: (temp, wanted) => this.#place(temp, wanted),
-        completed: (saved) => this.#records.writeDone(key, saved),
+        completed: async (saved) => {
+          await Promise.all([this.#stored.remember(saved), this.#records.writeDone(key, saved)]);
+        },
         release: () => {
           this.#active.delete(incoming);
           if (this.#byKey.get(key) === incoming) this.#byKey.delete(key);
@@ -271,6 +294,11 @@ export class UploadStore {
     if (this.#starting.has(stem) || this.#keyTurns.has(stem)) return true;
     for (const incoming of this.#active) if (path.basename(incoming.tempPath, '.part') === stem) return true;
     return false;
+  }
+
+  /** Where a file stored under this (safe) name lives. */
+  #pathOf(name: string): string {
+    return path.join(this.root, name);
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * The upload store's parts on their own: an incoming file (writing, hashing, verifying, handing
- * over to be placed), the records of resumable uploads and their expiry, and the spare partial.
+ * over to be placed), the records of resumable uploads and their expiry, the spare partial, and the
+ * records of stored files.
  * The store as a whole is covered in upload-store.test.ts and resume.test.ts.
  */
 import { createHash } from 'node:crypto';
@@ -11,6 +12,7 @@ import { FerryError } from '../transport/errors.js';
 import { CompletedIncoming, hashFilePrefix, Incoming, type SavedFile, type StoreHooks } from '../media/incoming-file.js';
 import { checkKey, PartialRecords } from '../media/partial-records.js';
 import { SpareFile } from '../media/spare-file.js';
+import { StoredRecords } from '../media/stored-records.js';
 import { content, removeTempDirs, sha256, tempDir } from './helpers/async.js';
 
 afterEach(() => removeTempDirs());
@@ -235,5 +237,75 @@ describe('SpareFile', () => {
     await new SpareFile(dir).clear();
     expect(fs.readdirSync(dir)).toEqual([]);
     await expect(new SpareFile(path.join(dir, 'missing')).clear()).resolves.toBeUndefined();
+  });
+});
+
+describe('StoredRecords', () => {
+  async function placed(root: string, name: string, body: string): Promise<SavedFile> {
+    const file = path.join(root, name);
+    fs.writeFileSync(file, body);
+    return { savedAs: name, path: file, bytes: Buffer.byteLength(body), sha256: sha256(Buffer.from(body)) };
+  }
+
+  it('matches a recorded file by name, size and SHA-256 while it is unchanged on disk, across instances', async () => {
+    const root = tempDir();
+    const dir = path.join(root, 'records');
+    const records = new StoredRecords(dir);
+    await records.init();
+    const saved = await placed(root, 'a.txt', 'alpha');
+    await records.remember(saved);
+    // One small file, not named after the stored name.
+    expect(fs.readdirSync(dir)).toEqual([expect.stringMatching(/^[0-9a-f]{64}\.json$/)]);
+    expect(await new StoredRecords(dir).match('a.txt', saved.path, 5, saved.sha256)).toEqual({ savedAs: 'a.txt', path: saved.path, bytes: 5, sha256: saved.sha256 });
+    // Another size, hash or name is not this file; the record stays.
+    expect(await records.match('a.txt', saved.path, 6, saved.sha256)).toBeUndefined();
+    expect(await records.match('a.txt', saved.path, 5, sha256(Buffer.from('other')))).toBeUndefined();
+    expect(await records.match('b.txt', saved.path, 5, saved.sha256)).toBeUndefined();
+    expect(await records.match('a.txt', saved.path, 5, saved.sha256)).toBeDefined();
+  });
+
+  it('does not trust a file changed in place, replaced, swapped for a symlink or removed, and drops its record', async () => {
+    const root = tempDir();
+    const records = new StoredRecords(path.join(root, 'records'));
+    await records.init();
+    const cases: [string, (file: string) => void][] = [
+      // Same size, same content even, but written again: its modification time moved.
+      ['rewritten.txt', (file) => {
+        const later = new Date(fs.statSync(file).mtimeMs + 5_000);
+        fs.writeFileSync(file, 'same!');
+        fs.utimesSync(file, later, later);
+      }],
+      ['replaced.txt', (file) => {
+        const other = `${file}.new`;
+        fs.writeFileSync(other, 'same!');
+        fs.utimesSync(other, fs.statSync(file).atime, fs.statSync(file).mtime);
+        fs.renameSync(other, file);
+      }],
+      ['linked.txt', (file) => {
+        const target = path.join(tempDir(), 'elsewhere.txt');
+        fs.copyFileSync(file, target);
+        fs.rmSync(file);
+        fs.symlinkSync(target, file);
+      }],
+      ['removed.txt', (file) => fs.rmSync(file)],
+    ];
+    for (const [name, change] of cases) {
+      const saved = await placed(root, name, 'same!');
+      await records.remember(saved);
+      expect(await records.match(name, saved.path, 5, saved.sha256), name).toBeDefined();
+      change(saved.path);
+      expect(await records.match(name, saved.path, 5, saved.sha256), name).toBeUndefined();
+    }
+    expect(fs.readdirSync(path.join(root, 'records'))).toEqual([]);
+  });
+
+  it('remembers nothing, and does not fail, for a file that is not there', async () => {
+    const root = tempDir();
+    const records = new StoredRecords(path.join(root, 'records'));
+    await records.init();
+    await records.remember({ savedAs: 'ghost.txt', path: path.join(root, 'ghost.txt'), bytes: 1, sha256: sha256(Buffer.from('x')) });
+    expect(fs.readdirSync(path.join(root, 'records'))).toEqual([]);
+    // And a folder that cannot be written to costs only the record.
+    await expect(new StoredRecords(path.join(root, 'missing')).remember(await placed(root, 'x.txt', 'x'))).resolves.toBeUndefined();
   });
 });
