@@ -320,8 +320,11 @@ export const sessionMachine = setup({
     }),
     logFileSaved: ({ context, event }) => {
       if (event.type !== 'file.saved') return;
-      const { savedAs, bytes, sha256 } = event.saved;
-      context.settings.log.info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, savedAs, bytes, sha256 }, 'file saved');
+      const { savedAs, bytes, sha256, skipped } = event.saved;
+      context.settings.log.info(
+        { event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, savedAs, bytes, sha256, ...(skipped ? { skipped: true } : {}) },
+        skipped ? 'file already stored, skipped' : 'file saved',
+      );
     },
     emitFileSaved: emit(({ event }) => ({ type: 'file-saved' as const, saved: event.type === 'file.saved' ? event.saved : { savedAs: '', path: '', bytes: 0, sha256: '' } })),
     replyUploadDone: sendTo('connection', ({ context, event }) => {
@@ -336,6 +339,7 @@ export const sessionMachine = setup({
             savedAs: saved?.savedAs ?? '',
             bytes: saved?.bytes ?? 0,
             sha256: saved?.sha256 ?? '',
+            ...(saved?.skipped ? { skipped: true } : {}),
             ...(outcome ? { opened: outcome } : {}),
           },
         },
@@ -497,6 +501,11 @@ export const sessionMachine = setup({
           entry: 'pauseReading',
           on: {
             'file.ready': { target: 'streaming', actions: ['logUploadStarted', 'replyUploadAccept'] },
+            // The store holds this very file already (the offer named its SHA-256): done without any bytes.
+            'file.saved': [
+              { guard: 'openingAsked', target: '#session.dispatchingMedia', actions: ['assignSaved', 'logFileSaved', 'emitFileSaved'] },
+              { target: '#session.awaitingHeader', actions: ['assignSaved', 'logFileSaved', 'emitFileSaved', 'replyUploadDone', 'clearUpload'] },
+            ],
             'file.refused': [
               // The original format sends the bytes without waiting for an answer: the stream cannot continue.
               { guard: 'isLegacy', target: '#session.closing', actions: ['logUploadFailed', 'closeQuietly'] },

@@ -5,7 +5,7 @@ import type { IncomingFile, SavedFile } from '../../media/upload-store.js';
 
 /** The part of the upload store a session needs; tests may hand in their own. */
 export interface FileSink {
-  begin(offer: { name: string; size: number; key?: string }): Promise<IncomingFile>;
+  begin(offer: { name: string; size: number; key?: string; sha256?: string }): Promise<IncomingFile>;
   /** The path of a file stored earlier under exactly this name; rejects with E_NOT_FOUND. */
   existing(name: string): Promise<string>;
 }
@@ -34,6 +34,8 @@ function asFerryError(err: unknown): FerryError {
  * Streams one upload into the store: opens the partial file, writes each chunk as it comes
  * (reporting disk backpressure), and on `finish` verifies and places it. Stopping the actor before
  * the file was saved removes the partial, so nothing half-written survives a dropped connection.
+ * A file the store already holds (`skipped`) is reported saved at once, without `file.ready`: the
+ * sender is told it is done and sends no bytes.
  */
 export const fileReceiver = fromCallback<FileReceiverCommand, FileReceiverInput, FileReceiverEvent>(({ input, sendBack, receive }) => {
   let file: IncomingFile | undefined;
@@ -48,14 +50,27 @@ export const fileReceiver = fromCallback<FileReceiverCommand, FileReceiverInput,
     sendBack({ type: 'file.failed', error: asFerryError(err) });
   };
 
-  const { name, size, key } = input.offer;
-  input.store.begin(key === undefined ? { name, size } : { name, size, key }).then(
+  const { name, size, key, sha256 } = input.offer;
+  input.store.begin({ name, size, ...(key !== undefined ? { key } : {}), ...(sha256 !== undefined ? { sha256 } : {}) }).then(
     (opened) => {
       if (stopped) {
         void opened.abort();
         return;
       }
       file = opened;
+      if (opened.skipped) {
+        opened.finish().then(
+          (saved) => {
+            settled = true;
+            if (!stopped) sendBack({ type: 'file.saved', saved });
+          },
+          (err: unknown) => {
+            settled = true;
+            if (!stopped) sendBack({ type: 'file.refused', error: asFerryError(err) });
+          },
+        );
+        return;
+      }
       sendBack({ type: 'file.ready', name: opened.name, offset: opened.received });
     },
     (err: unknown) => {
@@ -68,7 +83,8 @@ export const fileReceiver = fromCallback<FileReceiverCommand, FileReceiverInput,
   };
 
   receive((command) => {
-    if (!file || failed) return;
+    // A skipped file expects no bytes and no finish: the session never accepted it.
+    if (!file || failed || file.skipped) return;
     if (command.type === 'data') {
       let more: boolean;
       try {
