@@ -190,7 +190,7 @@ async function interactive(options: ConnectOptions): Promise<number> {
 
   const upload = (file: string, name: string | undefined, flags: Set<string>) => {
     const base = path.basename(file);
-    const uploadOptions: UploadOptions & { fresh?: boolean } = {
+    const uploadOptions: UploadOptions = {
       onProgress: (sent, total) => {
         if (!tty) return;
         sending = `${base.slice(0, 20)} ${total > 0 ? Math.floor((sent * 100) / total) : 100}%`;

@@ -43,7 +43,7 @@ export class Output {
   }
 
   uploaded(result: UploadResult): void {
-    const skipped = (result as { skipped?: boolean }).skipped === true;
+    const skipped = result.skipped;
     if (this.json) {
       const { file, savedAs, bytes, sha256, resumedFrom, opened } = result;
       this.line({ file, savedAs, bytes, sha256, resumedFrom, ...(skipped ? { skipped: true } : {}), ...(opened ? { opened } : {}) });

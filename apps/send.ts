@@ -68,7 +68,7 @@ async function sendFiles(paths: string[], options: SendOptions): Promise<number>
     }
   };
   const upload = (item: Sendable): Promise<UploadResult> => {
-    const uploadOptions: UploadOptions & { fresh?: boolean } = {
+    const uploadOptions: UploadOptions = {
       onProgress: (bytes, total) => {
         sent.set(item, bytes);
         progress.update(item.file, bytes, total);

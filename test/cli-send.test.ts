@@ -193,3 +193,34 @@ describe('sizes in sentences', () => {
     expect(result.stderr).toBe("ferry: The message is larger than the server's limit of 1.00 KiB; send a file instead.\n");
   });
 });
+
+describe('a file the server already holds', () => {
+  it('is skipped when sent again (said on its line, and "skipped": true with --json); --fresh stores a new copy', async () => {
+    const { proc: server, port, uploadDir } = await serve();
+    const dir = scratch();
+    fs.writeFileSync(path.join(dir, 'same.txt'), 'same content\n');
+    const args = ['send', 'same.txt', '--port', String(port), '--state-dir', path.join(dir, 'state')];
+
+    const first = await runCli(args, { cwd: dir });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^same\.txt → same\.txt  13 B  sha256 [0-9a-f]{64}\n$/);
+
+    const again = await runCli(args, { cwd: dir });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toBe('same.txt → same.txt  13 B  already there, skipped\n');
+    const json = await runCli([...args, '--json'], { cwd: dir });
+    expect(JSON.parse(json.stdout)).toEqual({ file: 'same.txt', savedAs: 'same.txt', bytes: 13, sha256: sha256('same content\n'), resumedFrom: 0, skipped: true });
+    expect(stored(uploadDir)).toEqual(['same.txt']);
+
+    const fresh = await runCli([...args, '--fresh', '--json'], { cwd: dir });
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect(JSON.parse(fresh.stdout)).toEqual({ file: 'same.txt', savedAs: 'same (1).txt', bytes: 13, sha256: sha256('same content\n'), resumedFrom: 0 });
+    expect(stored(uploadDir)).toEqual(['same (1).txt', 'same.txt']);
+    expect(jsonLines(server.stdout).filter((r) => r.event === 'file-saved').map((r) => [r.savedAs, r.skipped === true])).toEqual([
+      ['same.txt', false],
+      ['same.txt', true],
+      ['same.txt', true],
+      ['same (1).txt', false],
+    ]);
+  });
+});
