@@ -152,10 +152,11 @@ describe('ferry send: Ctrl-C', () => {
     const content = body(size, 3);
     fs.writeFileSync(path.join(dir, 'big.bin'), content);
     fs.writeFileSync(path.join(dir, 'after.txt'), 'after\n');
-    const state = path.join(dir, 'state');
-    const args = ['send', 'big.bin', 'after.txt', '--port', String(port), '--state-dir', state];
+    // No --state-dir: the default one remembers the unfinished upload (on Linux under $XDG_STATE_HOME).
+    const env = { XDG_STATE_HOME: path.join(dir, 'state'), LOCALAPPDATA: path.join(dir, 'state') };
+    const args = ['send', 'big.bin', 'after.txt', '--port', String(port)];
 
-    const send = startCli([...args, '--limit-rate', '1M'], { cwd: dir });
+    const send = startCli([...args, '--limit-rate', '1M'], { cwd: dir, env });
     // Wait until the server holds more than a mebibyte of it, so the client has reported progress.
     const partial = path.join(uploadDir, '.ferry', 'partial');
     await vi.waitFor(
@@ -175,7 +176,7 @@ describe('ferry send: Ctrl-C', () => {
     expect(lines[0]).toMatch(/^ferry: Interrupted while sending big\.bin \(at least \d+(\.\d+)? (B|KiB|MiB) of 6\.00 MiB sent, 1 more file after it\); run the same command again to resume from there\.$/);
     expect(stored(uploadDir)).toEqual([]);
 
-    const again = await runCli([...args, '--json'], { cwd: dir });
+    const again = await runCli([...args, '--json'], { cwd: dir, env });
     expect(again.code, again.stderr).toBe(0);
     const [big, after] = again.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(big).toMatchObject({ file: 'big.bin', savedAs: 'big.bin', bytes: size, sha256: sha256(content) });
@@ -203,7 +204,7 @@ describe('a file the server already holds', () => {
 
     const first = await runCli(args, { cwd: dir });
     expect(first.code, first.stderr).toBe(0);
-    expect(first.stdout).toMatch(/^same\.txt → same\.txt  13 B  sha256 [0-9a-f]{64}\n$/);
+    expect(first.stdout).toMatch(/^same\.txt → same\.txt {2}13 B {2}sha256 [0-9a-f]{64}\n$/);
 
     const again = await runCli(args, { cwd: dir });
     expect(again.code, again.stderr).toBe(0);
