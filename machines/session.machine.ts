@@ -492,7 +492,7 @@ export const sessionMachine = setup({
       invoke: {
         id: 'receiver',
         src: 'fileReceiver',
-        input: ({ context }) => ({ store: context.settings.store, offer: context.upload!.offer }),
+        input: ({ context }) => ({ store: context.settings.store, offer: context.upload!.offer, folders: context.format === 'native' }),
       },
       initial: 'opening',
       states: {

@@ -5,16 +5,19 @@
  *
  * The parts: `incoming-file.ts` receives one file (writing, hashing, verifying), `partial-records.ts`
  * keeps the records of resumable uploads and sweeps old ones, `spare-file.ts` has an empty partial
- * ready ahead of need, `stored-records.ts` remembers what each stored file holds; this file decides
+ * ready ahead of need, `stored-records.ts` remembers what each stored file holds, `folders.ts` walks
+ * (and makes) the folders of a relative name, `free-space.ts` checks the disk; this file decides
  * where an upload begins and where it ends up.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '../transport/errors.js';
-import { CompletedIncoming, hashFilePrefix, Incoming, WRITE_HIGH_WATER_MARK, type IncomingFile } from './incoming-file.js';
-import { numberedName, safeName } from './names.js';
+import { CompletedIncoming, hashFilePrefix, Incoming, WRITE_HIGH_WATER_MARK, type IncomingFile, type SavedFile } from './incoming-file.js';
+import { numberedName, safeName, safeRelativePath } from './names.js';
 import { checkKey, PartialRecords } from './partial-records.js';
+import { folderFor, lastSegment } from './folders.js';
+import { FreeSpace } from './free-space.js';
 import { SpareFile } from './spare-file.js';
 import { StoredRecords } from './stored-records.js';
 import { errorCode, noop, removeQuietly, storeError } from './store-io.js';
@@ -43,6 +46,11 @@ export interface Offer {
    * exactly this name is this very file, nothing is received and the upload is `skipped`.
    */
   sha256?: string;
+  /**
+   * The name may be a relative path (`photos/2024/a.jpg`): the file is stored in those folders under
+   * the root, created as needed. Without it only the last segment of the name is kept.
+   */
+  folders?: boolean;
 }
 
 /** The state folder inside the root: partial uploads live here, never under a final name. */
@@ -52,8 +60,6 @@ const PARTIAL_DIR = path.join(STATE_DIR, 'partial');
 const SPARE_DIR = path.join(STATE_DIR, 'spare');
 /** What each stored file holds (see `StoredRecords`). */
 const STORED_DIR = path.join(STATE_DIR, 'stored');
-/** How long a free-space reading may be reused (for files that need under 1 % of it). */
-const FREE_SPACE_REUSE_MS = 1_000;
 const MAX_NUMBERED_NAMES = 10_000;
 // Codes with which link() says the file system has no hard links, rather than that something is wrong.
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS']);
@@ -77,8 +83,7 @@ export class UploadStore {
   #hardLinks = true;
   /** Stems of partial files being made for uploads that have not started yet. */
   readonly #starting = new Set<string>();
-  /** The last free-space reading, reused briefly for small files. */
-  #freeSpace: { free: number; at: number } | undefined;
+  readonly #freeSpace: FreeSpace;
 
   constructor(opts: UploadStoreOptions) {
     if (opts.maxFileSize !== undefined && !(Number.isSafeInteger(opts.maxFileSize) && opts.maxFileSize >= 0)) {
@@ -90,6 +95,7 @@ export class UploadStore {
     this.#spareDir = path.join(this.root, SPARE_DIR);
     this.#spare = new SpareFile(this.#spareDir);
     this.#stored = new StoredRecords(path.join(this.root, STORED_DIR));
+    this.#freeSpace = new FreeSpace(this.root);
     this.#maxFileSize = opts.maxFileSize;
   }
 
@@ -117,7 +123,7 @@ export class UploadStore {
    *   wrong form).
    */
   async begin(offer: Offer): Promise<IncomingFile> {
-    const name = safeName(offer.name);
+    const name = offer.folders === true ? safeRelativePath(offer.name) : safeName(offer.name);
     const size = offer.size;
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
       throw new FerryError(
@@ -138,8 +144,10 @@ export class UploadStore {
     }
 
     await this.init();
+    // Refused now rather than after the bytes came: a folder on the way that is a file or a link.
+    await folderFor(this.root, name, false);
     if (sha256 !== undefined) {
-      const held = await this.#stored.match(name, this.#pathOf(name), size, sha256);
+      const held = await this.#heldAs(name, size, sha256);
       if (held) return new CompletedIncoming(name, held, true);
     }
     if (offer.key !== undefined) return this.#resume(name, size, offer.key, sha256);
@@ -223,7 +231,7 @@ export class UploadStore {
     // as long as the stored file is still the one recorded (else it is received again). A sender
     // that names the hash, and names this one, is told at once; any other checks it at the end.
     if (done && done.bytes === size && (sha256 === undefined || sha256 === done.sha256)) {
-      const held = await this.#stored.match(done.savedAs, this.#pathOf(done.savedAs), size, done.sha256);
+      const held = await this.#heldAs(done.savedAs, size, done.sha256);
       if (held) return new CompletedIncoming(name, held, sha256 !== undefined);
     }
     const tempPath = this.#records.partPath(key);
@@ -289,6 +297,13 @@ export class UploadStore {
     return this.#records.expire(maxAgeMs, now, (stem) => this.#inUse(stem));
   }
 
+  /** Checks that `size` more bytes fit; uploads in progress will still need the rest of their announced size. */
+  #checkFreeSpace(size: number): Promise<void> {
+    let reserved = 0;
+    for (const incoming of this.#active) reserved += incoming.size - incoming.received;
+    return this.#freeSpace.check(size, reserved);
+  }
+
   /** True while an upload uses the partial files of this stem, or is about to. */
   #inUse(stem: string): boolean {
     if (this.#starting.has(stem) || this.#keyTurns.has(stem)) return true;
@@ -296,9 +311,15 @@ export class UploadStore {
     return false;
   }
 
-  /** Where a file stored under this (safe) name lives. */
-  #pathOf(name: string): string {
-    return path.join(this.root, name);
+  /** The file stored under this (safe) name, if it is still exactly the one recorded with this size and hash. */
+  async #heldAs(name: string, size: number, sha256: string): Promise<SavedFile | undefined> {
+    let folder: string;
+    try {
+      folder = await folderFor(this.root, name, false);
+    } catch {
+      return undefined;
+    }
+    return this.#stored.match(name, path.join(folder, lastSegment(name)), size, sha256);
   }
 
   /**
@@ -335,17 +356,22 @@ export class UploadStore {
    * nothing is overwritten or followed, and concurrent uploads cannot collide.
    */
   async #place(tempPath: string, name: string): Promise<{ savedAs: string; path: string }> {
+    // Folders are made only now, for a file that passed its checks; a number goes on the file's name.
+    const folder = await folderFor(this.root, name, true);
+    const prefix = name.slice(0, name.length - lastSegment(name).length);
+    const base = lastSegment(name);
     for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
-      const candidate = n === 0 ? name : numberedName(name, n);
-      const finalPath = path.join(this.root, candidate);
-      if (path.dirname(finalPath) !== this.root || path.basename(finalPath) !== candidate) {
+      const candidate = n === 0 ? base : numberedName(base, n);
+      const finalPath = path.join(folder, candidate);
+      const inside = path.relative(this.root, finalPath);
+      if (path.dirname(finalPath) !== folder || path.basename(finalPath) !== candidate || inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside)) {
         throw new FerryError(
           'E_STORE_FAILED',
-          `The name ${JSON.stringify(candidate)} would leave the upload folder, so the file was not stored; rename it and send it again.`,
+          `The name ${JSON.stringify(prefix + candidate)} would leave the upload folder, so the file was not stored; rename it and send it again.`,
         );
       }
       if (await this.#claim(tempPath, finalPath)) {
-        return { savedAs: candidate, path: finalPath };
+        return { savedAs: prefix + candidate, path: finalPath };
       }
     }
     throw new FerryError(
@@ -375,35 +401,6 @@ export class UploadStore {
     } catch (err) {
       if (errorCode(err) === 'EEXIST') return false;
       throw storeError(err, 'copying the received file into place');
-    }
-  }
-
-  async #checkFreeSpace(size: number): Promise<void> {
-    let free: number;
-    const recent = this.#freeSpace;
-    if (recent && performance.now() - recent.at < FREE_SPACE_REUSE_MS && size < recent.free / 100) {
-      // A reading a moment old will do for a file that needs a sliver of it: many small files in a
-      // row are not slowed by one statfs each. (Should the disk fill up meanwhile, the write fails
-      // with E_NO_SPACE and the partial is removed, as it would be anyway.)
-      free = recent.free;
-    } else {
-      try {
-        const stats = await fs.promises.statfs(this.root);
-        free = stats.bavail * stats.bsize;
-      } catch (err) {
-        throw storeError(err, 'checking the free disk space');
-      }
-      this.#freeSpace = { free, at: performance.now() };
-    }
-    // Uploads in progress will still need the rest of their announced size.
-    let reserved = 0;
-    for (const incoming of this.#active) reserved += incoming.size - incoming.received;
-    const available = Math.max(0, free - reserved);
-    if (size > available) {
-      throw new FerryError(
-        'E_NO_SPACE',
-        `The file is ${size} bytes but only ${available} bytes of disk space are free for uploads; free some space and send the file again.`,
-      );
     }
   }
 }

@@ -5,7 +5,7 @@ import type { IncomingFile, SavedFile } from '../../media/upload-store.js';
 
 /** The part of the upload store a session needs; tests may hand in their own. */
 export interface FileSink {
-  begin(offer: { name: string; size: number; key?: string; sha256?: string }): Promise<IncomingFile>;
+  begin(offer: { name: string; size: number; key?: string; sha256?: string; folders?: boolean }): Promise<IncomingFile>;
   /** The path of a file stored earlier under exactly this name; rejects with E_NOT_FOUND. */
   existing(name: string): Promise<string>;
 }
@@ -13,6 +13,8 @@ export interface FileSink {
 export interface FileReceiverInput {
   store: FileSink;
   offer: UploadOffer;
+  /** The offer's name may be a relative path with folders (the native format; the original keeps base names). */
+  folders?: boolean;
 }
 
 export type FileReceiverEvent =
@@ -51,7 +53,7 @@ export const fileReceiver = fromCallback<FileReceiverCommand, FileReceiverInput,
   };
 
   const { name, size, key, sha256 } = input.offer;
-  input.store.begin({ name, size, ...(key !== undefined ? { key } : {}), ...(sha256 !== undefined ? { sha256 } : {}) }).then(
+  input.store.begin({ name, size, ...(key !== undefined ? { key } : {}), ...(sha256 !== undefined ? { sha256 } : {}), ...(input.folders ? { folders: true } : {}) }).then(
     (opened) => {
       if (stopped) {
         void opened.abort();
