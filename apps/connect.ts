@@ -5,7 +5,7 @@ import { parse as parseWords } from 'shell-quote';
 import { Option, type Command } from 'commander';
 import type { UploadOptions } from '../index.js';
 import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
-import { explainLocalFailure, planUploads } from './files.js';
+import { explainLocalFailure, folderSupport, planUploads } from './files.js';
 import { errorJson, Output, type Lines } from './output.js';
 import { parseSize } from './units.js';
 
@@ -224,7 +224,7 @@ async function interactive(options: ConnectOptions): Promise<number> {
   let planning = Promise.resolve();
   const sendPaths = (paths: string[], flags: Set<string>) => {
     planning = planning.then(async () => {
-      for (const item of await planUploads(paths, { folders: true, notice: (text) => out.problem(text) })) {
+      for (const item of await planUploads(paths, { ...folderSupport(options.legacy === true), notice: (text) => out.problem(text) })) {
         if (item.kind === 'error') {
           failures++;
           out.failed({ file: item.file }, item.error, item.file);

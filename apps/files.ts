@@ -27,8 +27,15 @@ export type Planned = Sendable | Unsendable;
 export interface PlanOptions {
   /** Walk folders (the server stores relative paths); without it, a folder is refused. */
   folders: boolean;
+  /** Why folders cannot be sent, when they cannot. */
+  noFolders?: string;
   /** Told about what is left out on purpose (links to folders, empty folders). */
   notice(text: string): void;
+}
+
+/** Folders are sent by their paths; the original tool's format carries a bare file name only. */
+export function folderSupport(legacy: boolean): Pick<PlanOptions, 'folders' | 'noFolders'> {
+  return legacy ? { folders: false, noFolders: 'the original tool’s format (--legacy) cannot carry folders' } : { folders: true };
 }
 
 /** Turns command-line paths into files to send, in order; folders are walked depth-first, by name. */
@@ -44,7 +51,8 @@ export async function planUploads(paths: readonly string[], options: PlanOptions
     }
     if (stat.isDirectory()) {
       if (!options.folders) {
-        planned.push({ kind: 'error', file, error: localError(`${file} is a folder; send the files in it (for example ${path.join(file, '*')}).`) });
+        const why = options.noFolders ? `, and ${options.noFolders}` : '';
+        planned.push({ kind: 'error', file, error: localError(`${file} is a folder${why}; send the files in it (for example ${path.join(file, '*')}).`) });
         continue;
       }
       const before = planned.length;

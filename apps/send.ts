@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { FerryError, type UploadOptions, type UploadResult } from '../index.js';
 import { RESUME_MIN_BYTES } from '../machines/actors/client-link.js';
 import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
-import { explainLocalFailure, planUploads, type Planned, type Sendable } from './files.js';
+import { explainLocalFailure, folderSupport, planUploads, type Planned, type Sendable } from './files.js';
 import { Output } from './output.js';
 import { UploadProgress } from './progress.js';
 import { formatBytes, parseSize } from './units.js';
@@ -34,7 +34,7 @@ type Outcome = { ok: true; result: UploadResult } | { ok: false; error: unknown 
 
 async function sendFiles(paths: string[], options: SendOptions): Promise<number> {
   const out = new Output(options.json === true);
-  const planned = await planUploads(paths, { folders: true, notice: (text) => out.problem(text) });
+  const planned = await planUploads(paths, { ...folderSupport(options.legacy === true), notice: (text) => out.problem(text) });
   let failed = 0;
   if (!planned.some((p) => p.kind === 'file')) {
     for (const p of planned) if (p.kind === 'error') fail(out, p.file, p.error);

@@ -225,3 +225,47 @@ describe('a file the server already holds', () => {
     ]);
   });
 });
+
+describe('ferry send FOLDER', () => {
+  it('sends every file under the folder’s own name, one line each; a link to a folder is skipped and said so', async () => {
+    const { port, uploadDir } = await serve();
+    const dir = scratch();
+    const photos = path.join(dir, 'photos');
+    fs.mkdirSync(path.join(photos, '2024', 'summer'), { recursive: true });
+    fs.writeFileSync(path.join(photos, 'cover.jpg'), 'cover');
+    fs.writeFileSync(path.join(photos, '2024', 'a.jpg'), 'a in 2024');
+    fs.writeFileSync(path.join(photos, '2024', 'summer', 'a.jpg'), 'a in summer');
+    fs.symlinkSync(dir, path.join(photos, 'up'));
+
+    const result = await runCli(['send', 'photos', '--port', String(port), '--state-dir', path.join(dir, 'state')], { cwd: dir });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toBe(`ferry: skipped ${path.join('photos', 'up')}: it is a link to a folder, which is not followed.\n`);
+    expect(result.stdout.trimEnd().split('\n').map((l) => l.replace(/ {2}sha256 .*$/, ''))).toEqual([
+      `${path.join('photos', '2024', 'a.jpg')} → photos/2024/a.jpg  9 B`,
+      `${path.join('photos', '2024', 'summer', 'a.jpg')} → photos/2024/summer/a.jpg  11 B`,
+      `${path.join('photos', 'cover.jpg')} → photos/cover.jpg  5 B`,
+    ]);
+    expect(fs.readFileSync(path.join(uploadDir, 'photos', '2024', 'summer', 'a.jpg'), 'utf8')).toBe('a in summer');
+    expect(fs.readFileSync(path.join(uploadDir, 'photos', '2024', 'a.jpg'), 'utf8')).toBe('a in 2024');
+    expect(fs.readFileSync(path.join(uploadDir, 'photos', 'cover.jpg'), 'utf8')).toBe('cover');
+
+    // Sent again: nothing is stored twice.
+    const again = await runCli(['send', 'photos', '--json', '--port', String(port), '--state-dir', path.join(dir, 'state')], { cwd: dir });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).map((o) => [o.savedAs, o.skipped])).toEqual([
+      ['photos/2024/a.jpg', true],
+      ['photos/2024/summer/a.jpg', true],
+      ['photos/cover.jpg', true],
+    ]);
+  });
+
+  it('with --legacy a folder is refused in one sentence, before anything is sent', async () => {
+    const dir = scratch();
+    fs.mkdirSync(path.join(dir, 'photos'));
+    fs.writeFileSync(path.join(dir, 'photos', 'a.jpg'), 'a');
+    const result = await runCli(['send', 'photos', '--legacy', '--port', '9'], { cwd: dir });
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toBe(`ferry: photos is a folder, and the original tool\u2019s format (--legacy) cannot carry folders; send the files in it (for example ${path.join('photos', '*')}).\n`);
+  });
+});
