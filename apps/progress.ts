@@ -40,7 +40,8 @@ export class UploadProgress {
       this.current = { file, bar, started: performance.now() };
     }
     const seconds = (performance.now() - this.current.started) / 1000;
-    this.current.bar.update(sent, this.payload(file, sent, total, seconds > 0 ? sent / seconds : 0));
+    // The first chunks leave at once, into buffers: a rate means something only after a moment.
+    this.current.bar.update(sent, this.payload(file, sent, total, seconds >= 0.5 ? sent / seconds : 0));
   }
 
   /** The file is finished: its bar goes away. */
