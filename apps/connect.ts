@@ -315,7 +315,7 @@ async function interactive(options: ConnectOptions): Promise<number> {
   let askedToLeave: (how: 'wait' | 'now') => void = () => undefined;
   const asked = new Promise<'wait' | 'now'>((resolve) => (askedToLeave = resolve));
   let askedToLeaveNow: () => void = () => undefined;
-  const now = new Promise<void>((resolve) => (askedToLeaveNow = resolve));
+  const leavingNow = new Promise<void>((resolve) => (askedToLeaveNow = resolve));
   const startLeaving = (how: 'wait' | 'now') => {
     if (leaving === 'now' || leaving === how) return;
     leaving = how;
@@ -365,7 +365,7 @@ async function interactive(options: ConnectOptions): Promise<number> {
     // it, or Ctrl-C, leaves at once.
     if (tty) {
       rl.setPrompt('');
-      lines.err(`ferry: waiting for the server to confirm ${describe(pending.size)} (Ctrl-C to leave now)`);
+      lines.err(`ferry: waiting for the server to confirm ${items(pending.size)} (Ctrl-C to leave now)`);
     }
     const lost = new Promise<void>((resolve) => client.actor.on('retrying', () => resolve()));
     // Once the terminal is let go of (end of input), Ctrl-C is a signal again.
@@ -377,7 +377,7 @@ async function interactive(options: ConnectOptions): Promise<number> {
     const settled = (async () => {
       while (pending.size > 0) await Promise.all([...pending.keys()]);
     })();
-    await Promise.race([settled, lost, now]);
+    await Promise.race([settled, lost, leavingNow]);
     process.off('SIGINT', onSignal);
     if (pending.size > 0) how = 'now';
   }
@@ -394,7 +394,7 @@ async function interactive(options: ConnectOptions): Promise<number> {
   return failures > 0 ? 1 : 0;
 }
 
-function describe(count: number): string {
+function items(count: number): string {
   return count === 1 ? '1 item' : `${count} items`;
 }
 
