@@ -122,6 +122,9 @@ class PromptLines implements Lines {
 
 type PendingKind = 'message' | 'upload' | 'open';
 
+/** How long the end of piped input waits for a server that cannot be reached, before leaving. */
+const PIPED_OUTAGE_MS = 10_000;
+
 async function interactive(options: ConnectOptions): Promise<number> {
   const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
   const where = `${options.host}:${options.port}`;
@@ -360,14 +363,25 @@ async function interactive(options: ConnectOptions): Promise<number> {
   }
 
   let how = await asked;
-  if (how === 'wait' && pending.size > 0 && client.actor.getSnapshot().status === 'active' && !client.actor.getSnapshot().matches('retrying')) {
-    // Everything handed over is confirmed before leaving, while the server can be reached; losing
-    // it, or Ctrl-C, leaves at once.
+  // At a terminal, leaving waits only while the server is there: whoever typed `exit` wants out.
+  // Piped input is a script's: its end waits through a short outage too, but not forever.
+  const patient = !tty;
+  const snapshot = client.actor.getSnapshot();
+  if (how === 'wait' && pending.size > 0 && snapshot.status === 'active' && (patient || !snapshot.matches('retrying'))) {
     if (tty) {
       rl.setPrompt('');
       lines.err(`ferry: waiting for the server to confirm ${items(pending.size)} (Ctrl-C to leave now)`);
     }
-    const lost = new Promise<void>((resolve) => client.actor.on('retrying', () => resolve()));
+    let outage: ReturnType<typeof setTimeout> | undefined;
+    const lost = new Promise<void>((resolve) => {
+      const lose = () => (patient ? (outage ??= setTimeout(resolve, PIPED_OUTAGE_MS)) : resolve());
+      client.actor.on('retrying', lose);
+      client.actor.on('connected', () => {
+        clearTimeout(outage);
+        outage = undefined;
+      });
+      if (snapshot.matches('retrying') || (snapshot.context.attempt > 0 && !snapshot.matches({ online: 'connected' }))) lose();
+    });
     // Once the terminal is let go of (end of input), Ctrl-C is a signal again.
     const onSignal = () => {
       interrupted = true;
@@ -378,6 +392,7 @@ async function interactive(options: ConnectOptions): Promise<number> {
       while (pending.size > 0) await Promise.all([...pending.keys()]);
     })();
     await Promise.race([settled, lost, leavingNow]);
+    clearTimeout(outage);
     process.off('SIGINT', onSignal);
     if (pending.size > 0) how = 'now';
   }

@@ -247,7 +247,7 @@ describe('ferry connect with piped input', () => {
     expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^state: (connecting|connected); server: 127\\.0\\.0\\.1:${port}.*; waiting for confirmation: \\d+$`)));
   });
 
-  it('the end of input while no server listens ends the session and says what was not confirmed', async () => {
+  it('the end of input while no server listens ends the session after 10 s and says what was not confirmed', async () => {
     const port = await freePort();
     const result = await runCli(['connect', '--port', String(port), '--json'], { input: 'one\ntwo\n' });
     expect(result.code).toBe(1);
