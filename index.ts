@@ -238,6 +238,13 @@ export interface UploadOptions {
   name?: string;
   /** Ask the server to open the file in the app for its kind once it is stored. */
   open?: boolean;
+  /**
+   * Store a new copy even when the server already holds this very file. By default a file sent
+   * again, unchanged (same path, size and modification time), to a server that stored it offers its
+   * SHA-256, and the server skips it if the same name still holds exactly that file. A fresh copy is
+   * numbered as usual when the name is taken.
+   */
+  fresh?: boolean;
   /** Called as bytes are sent. */
   onProgress?(sent: number, total: number): void;
 }
@@ -249,8 +256,10 @@ export interface UploadResult {
   savedAs: string;
   bytes: number;
   sha256: string;
-  /** Offset the upload continued from (0 for a fresh upload). */
+  /** Offset the upload continued from (0 for a fresh upload, and for a skipped one). */
   resumedFrom: number;
+  /** True when the server already held this very file under `savedAs`, so nothing was sent or stored. */
+  skipped: boolean;
   /** Present when opening was asked for: what was launched, or why not. */
   opened?: OpenResultInfo;
 }
@@ -294,6 +303,7 @@ export function createClient(options: ClientOptions = {}): FerryClient {
           })
       : (signal) => dialNet({ host, port, signal, timeoutMs: 10_000 }));
   const machine = options.legacy ? clientMachine.provide({ actors: { link: legacyLink } }) : clientMachine;
+  const book = new ResumeBook(options.stateDir ? path.join(options.stateDir, 'uploads.json') : undefined);
   const actor = createActor(machine, {
     id: 'client',
     ...(options.inspect ? { inspect: options.inspect } : {}),
@@ -305,7 +315,7 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       retry: { initialMs: options.retryInitialMs ?? 250, maxMs: options.retryMaxMs ?? 5_000, forMs: options.retryForMs },
       handshakeMs: options.handshakeTimeoutMs ?? 10_000,
       ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
-      book: new ResumeBook(options.stateDir ? path.join(options.stateDir, 'uploads.json') : undefined),
+      book,
       server: `${host}:${port}`,
       heartbeatMs: options.heartbeatMs ?? 10_000,
       // The original server reads one command at a time, and the link makes up its answers.
@@ -320,7 +330,8 @@ export function createClient(options: ClientOptions = {}): FerryClient {
   actor.on('uploaded', (e) =>
     settle(e.id, (p) => {
       const { savedAs, bytes, sha256, opened } = e.result;
-      const result: UploadResult = { file: p.file ?? '', savedAs, bytes, sha256, resumedFrom: e.resumedFrom, ...(opened ? { opened } : {}) };
+      const skipped = e.result.skipped === true;
+      const result: UploadResult = { file: p.file ?? '', savedAs, bytes, sha256, resumedFrom: skipped ? 0 : e.resumedFrom, skipped, ...(opened ? { opened } : {}) };
       p.resolve(result);
     }),
   );
@@ -399,7 +410,14 @@ export function createClient(options: ClientOptions = {}): FerryClient {
       const id = nextId++;
       const result = track<UploadResult>(id, { file: filePath, ...(uploadOptions.onProgress ? { onProgress: uploadOptions.onProgress } : {}) });
       sendOutbox();
-      actor.send({ type: 'upload', id, path: filePath, ...(uploadOptions.name ? { name: uploadOptions.name } : {}), ...(uploadOptions.open ? { open: true } : {}) });
+      actor.send({
+        type: 'upload',
+        id,
+        path: filePath,
+        ...(uploadOptions.name ? { name: uploadOptions.name } : {}),
+        ...(uploadOptions.open ? { open: true } : {}),
+        ...(uploadOptions.fresh ? { fresh: true } : {}),
+      });
       return result;
     },
     open(name: string) {
@@ -413,10 +431,13 @@ export function createClient(options: ClientOptions = {}): FerryClient {
     },
     async close(closeOptions = {}) {
       closed = true;
-      if (!started || actor.getSnapshot().status !== 'active') return;
-      sendOutbox();
-      actor.send({ type: 'close', ...(closeOptions.sayExit ? { sayExit: true } : {}) });
-      await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
+      if (started && actor.getSnapshot().status === 'active') {
+        sendOutbox();
+        actor.send({ type: 'close', ...(closeOptions.sayExit ? { sayExit: true } : {}) });
+        await waitFor(actor, (s) => s.status === 'done', { timeout: Infinity });
+      }
+      // What the servers stored is remembered across runs only once it is in the book's file.
+      await book.flush();
     },
   };
 }

@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { createClient, DEFAULT_HOST, DEFAULT_PORT, type FerryClient } from '../index.js';
+import { createClient, DEFAULT_HOST, DEFAULT_PORT, type FerryClient, type FerryError } from '../index.js';
 import { parseDuration, parseDurationOrZero, parsePort } from './units.js';
 import { defaultStateDir } from '../media/resume-book.js';
 import fs from 'node:fs';
@@ -36,8 +36,8 @@ export function addClientOptions(command: Command, retryForDefault: string | und
     .option('--inspect [url]', 'stream the client\u2019s state machines to a ws:// inspector, or start a local inspector page')
     .addOption(new Option('--retry-initial <duration>', 'first delay before reconnecting').argParser(parseDuration).default(250, '250ms'))
     .addOption(new Option('--retry-max <duration>', 'longest delay between attempts').argParser(parseDuration).default(5_000, '5s'));
-  const retryFor = new Option('--retry-for <duration>', 'give up when the server has been unreachable this long').argParser(parseDuration);
-  command.addOption(retryForDefault === undefined ? retryFor.default(undefined, 'forever') : retryFor.default(parseDuration(retryForDefault), retryForDefault));
+  const retryFor = new Option('--retry-for <duration>', `give up when the server has been unreachable this long${retryForDefault === undefined ? ' (default: forever)' : ''}`).argParser(parseDuration);
+  command.addOption(retryForDefault === undefined ? retryFor : retryFor.default(parseDuration(retryForDefault), retryForDefault));
   return command;
 }
 
@@ -48,8 +48,14 @@ export interface OpenedClient {
   finish(closeOptions?: { sayExit?: boolean }): Promise<void>;
 }
 
-/** Builds a library client from the shared flags; says once on stderr when it waits for the server. */
-export async function openClient(options: CommonClientOptions, extra: { rateLimit?: number; quietWaiting?: boolean } = {}): Promise<OpenedClient> {
+/**
+ * Builds a library client from the shared flags. While the server cannot be reached it says so at
+ * once, one line per outage rather than per attempt, and says again when it gets through.
+ */
+export async function openClient(
+  options: CommonClientOptions,
+  extra: { rateLimit?: number; notify?: (text: string) => void; announceFirst?: boolean } = {},
+): Promise<OpenedClient> {
   // Loaded only when asked for: it brings a WebSocket stack that every other run can do without.
   const inspection = options.inspect === undefined ? undefined : await (await import('./inspect/start.js')).startInspection(options.inspect, options.token ? [options.token] : []);
   let ca: Buffer | undefined;
@@ -75,15 +81,7 @@ export async function openClient(options: CommonClientOptions, extra: { rateLimi
     ...(ca ? { tls: { ca } } : options.tls || (process.env.FERRY_TLS !== undefined && parseSwitch('FERRY_TLS', process.env.FERRY_TLS)) ? { tls: true } : {}),
     ...(inspection ? { inspect: inspection.inspect } : {}),
   });
-  if (!extra.quietWaiting) {
-    let told = false;
-    client.actor.on('retrying', (e) => {
-      if (told) return;
-      told = true;
-      const limit = options.retryFor === undefined ? '' : ` (giving up after ${Math.round(options.retryFor / 1000)} s)`;
-      process.stderr.write(`ferry: waiting for the server at ${options.host}:${options.port}: ${e.error.message}${limit}\n`);
-    });
-  }
+  watchConnection(client, `${options.host}:${options.port}`, extra.notify ?? ((text) => process.stderr.write(`ferry: ${text}\n`)), extra.announceFirst === true);
   return {
     client,
     async finish(closeOptions) {
@@ -91,4 +89,32 @@ export async function openClient(options: CommonClientOptions, extra: { rateLimi
       await inspection?.stop();
     },
   };
+}
+
+/**
+ * Tells `notify` when the server is out of reach (once per outage) and when it is reached again;
+ * with `announceFirst`, also when it is first reached.
+ */
+export function watchConnection(client: FerryClient, where: string, notify: (text: string) => void, announceFirst = false): void {
+  let waiting = false;
+  let wasConnected = false;
+  client.actor.on('retrying', (e) => {
+    if (waiting) return;
+    waiting = true;
+    notify(retryNotice(where, e.error, wasConnected));
+  });
+  client.actor.on('connected', () => {
+    if (waiting || (announceFirst && !wasConnected)) notify(`connected to ${where}`);
+    waiting = false;
+    wasConnected = true;
+  });
+}
+
+/** "nothing listening on HOST:PORT, retrying (Ctrl-C to stop)", or the reason it cannot get through. */
+export function retryNotice(where: string, error: FerryError, wasConnected: boolean): string {
+  const cause = (error.cause as NodeJS.ErrnoException | undefined)?.code;
+  if (cause === 'ECONNREFUSED') return `nothing listening on ${where}, retrying (Ctrl-C to stop)`;
+  const reason = error.message.replace(/\.$/, '');
+  const lowered = reason.charAt(0).toLowerCase() + reason.slice(1);
+  return `${wasConnected ? 'lost the connection to' : 'cannot reach'} ${where}: ${lowered}; retrying (Ctrl-C to stop)`;
 }

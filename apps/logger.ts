@@ -4,11 +4,24 @@ import type PinoPretty from 'pino-pretty';
 
 const require = createRequire(import.meta.url);
 
+/** `auto`: pretty on a terminal, JSON lines otherwise. */
+export type LogFormat = 'auto' | 'pretty' | 'json';
+
+export const LOG_FORMATS: readonly LogFormat[] = ['auto', 'pretty', 'json'];
+
+/** Fields shown in the pretty line's own words (or not at all), so they are not repeated after it. */
+const SHOWN = ['pid', 'hostname', 'event', 'session', 'peer', 'name'];
+
 /**
- * The server's logger: JSON lines when stdout is not a terminal (for machines), pretty when it is
- * (for people). Errors carry stack traces only at debug level.
+ * The server's logger: JSON lines for machines (when stdout is not a terminal, or with `json`),
+ * one readable line per event for people (on a terminal, or with `pretty`). Errors carry stack
+ * traces only at debug level.
  */
-export function createLogger(level: string, destination: NodeJS.WritableStream & { isTTY?: boolean } = process.stdout): Logger {
+export function createLogger(
+  level: string,
+  destination: NodeJS.WritableStream & { isTTY?: boolean } = process.stdout,
+  format: LogFormat = 'auto',
+): Logger {
   const debugging = level === 'debug' || level === 'trace';
   const options = {
     level,
@@ -18,10 +31,20 @@ export function createLogger(level: string, destination: NodeJS.WritableStream &
       err: (err: Error & { code?: string }) => (debugging ? pino.stdSerializers.err(err) : { type: err.name, code: err.code, message: err.message }),
     },
   };
-  if (destination.isTTY) {
-    // Loaded only for a terminal: JSON lines need none of it.
+  if (format === 'pretty' || (format === 'auto' && destination.isTTY)) {
+    // Loaded only for people: JSON lines need none of it.
     const pretty = require('pino-pretty') as typeof PinoPretty;
-    return pino(options, pretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname', destination: 1 }));
+    const stream = pretty({
+      colorize: destination.isTTY === true,
+      sync: true,
+      translateTime: 'SYS:HH:MM:ss',
+      // One line per event: the time, the level, who it is about, the sentence, then any other fields.
+      singleLine: true,
+      messageFormat: '{if session}{session} {peer}: {end}{msg}{if name} {name}{end}',
+      ignore: SHOWN.join(','),
+      ...(destination === process.stdout ? { destination: 1 } : { destination }),
+    });
+    return pino(options, stream);
   }
   return pino(options, destination === process.stdout ? pino.destination({ dest: 1, sync: true }) : destination);
 }

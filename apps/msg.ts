@@ -7,7 +7,7 @@ export function registerMsg(program: Command): void {
     .command('msg')
     .description('Send each TEXT as a message and print the server\u2019s reply to each.')
     .argument('<text...>', 'messages to send, one per argument');
-  addClientOptions(command, '1m').action(async (texts: string[], options: CommonClientOptions) => {
+  addClientOptions(command, '10s').action(async (texts: string[], options: CommonClientOptions) => {
     process.exitCode = await sendMessages(texts, options);
   });
 }

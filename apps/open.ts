@@ -7,7 +7,7 @@ export function registerOpen(program: Command): void {
     .command('open')
     .description('Ask the server to open files already in its upload folder, by the names it stored them under.')
     .argument('<name...>', 'stored file names, as `ferry send` reported them');
-  addClientOptions(command, '1m').action(async (names: string[], options: CommonClientOptions) => {
+  addClientOptions(command, '10s').action(async (names: string[], options: CommonClientOptions) => {
     process.exitCode = await openFiles(names, options);
   });
 }
@@ -21,7 +21,7 @@ async function openFiles(names: string[], options: CommonClientOptions): Promise
     const name = names[i]!;
     if (result.status === 'rejected') {
       failed++;
-      out.failed({ name }, result.reason);
+      out.failed({ name }, result.reason, name);
       return;
     }
     out.opened(name, result.value);

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
-import { createLogger } from './logger.js';
+import { createLogger, LOG_FORMATS, type LogFormat } from './logger.js';
 import fs from 'node:fs';
 import { applyConfigFile, applySwitchesFromEnv, UsageError } from './settings.js';
 import { formatBytes, parseCount, parseDuration, parseDurationOrZero, parsePort, parseSize } from './units.js';
@@ -16,6 +16,8 @@ interface ServeOptions {
   handshakeTimeout: number;
   grace: number;
   logLevel: string;
+  logFormat: LogFormat;
+  json?: boolean;
   legacy: boolean;
   open?: boolean;
   imageApp?: string;
@@ -65,6 +67,8 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--inspect [url]', 'stream the server\u2019s and every session\u2019s state machines to a ws:// inspector, or start a local inspector page'))
     .addOption(new Option('--no-legacy', 'refuse clients of the original tool (they are recognised from their first bytes)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace').env('LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .addOption(new Option('--log-format <format>', 'pretty (one line per event), json (JSON lines), or auto: pretty on a terminal, else json').env('FERRY_LOG_FORMAT').choices(LOG_FORMATS).default('auto'))
+    .option('--json', 'log JSON lines even on a terminal (same as --log-format json)')
     .action(async (_opts, cmd: Command) => {
       applySwitchesFromEnv(cmd, { open: 'FERRY_OPEN', allowLegacy: 'FERRY_ALLOW_LEGACY', insecure: 'FERRY_INSECURE' });
       applyConfigFile(cmd, cmd.opts<ServeOptions>().config, {
@@ -78,6 +82,7 @@ export function registerServe(program: Command): void {
         idleTimeout: parseDurationOrZero,
         partialTtl: parseDuration,
         maxConnections: parseCount,
+        logFormat: parseLogFormat,
       });
       await serve(cmd.opts<ServeOptions>());
     });
@@ -87,9 +92,9 @@ export function registerServe(program: Command): void {
 Environment: FERRY_HOST, FERRY_PORT, FERRY_UPLOAD_DIR, FERRY_CONFIG, FERRY_MAX_MESSAGE, FERRY_MAX_FILE_SIZE,
 FERRY_HANDSHAKE_TIMEOUT, FERRY_GRACE, FERRY_OPEN, FERRY_IMAGE_APP, FERRY_AUDIO_APP, FERRY_VIDEO_APP,
 FERRY_OPENS_PER_MINUTE, FERRY_HEARTBEAT, FERRY_IDLE_TIMEOUT, FERRY_PARTIAL_TTL, FERRY_TOKEN, FERRY_ALLOW_LEGACY, FERRY_INSECURE,
-FERRY_TLS_CERT, FERRY_TLS_KEY, FERRY_MAX_CONNECTIONS, LOG_LEVEL. A server that listens beyond loopback
+FERRY_TLS_CERT, FERRY_TLS_KEY, FERRY_MAX_CONNECTIONS, LOG_LEVEL, FERRY_LOG_FORMAT. A server that listens beyond loopback
 (e.g. --host 0.0.0.0) needs --token, or --insecure to accept the risk. Sizes are written like 500K, 50M, 2G; durations like 500ms, 10s, 2m.
-Logs go to stdout: JSON lines, or pretty on a terminal.
+Logs go to stdout: one readable line per event on a terminal, JSON lines otherwise (or with --json).
 
 Opening media: with --open, a client may ask for a file it sent (or one stored earlier) to be opened.
 The kind is decided from the file's content, never its name. Each kind runs its command without a
@@ -101,7 +106,7 @@ xdg-open (Linux), open (macOS), Paint and Windows Media Player (Windows). Exampl
 }
 
 async function serve(options: ServeOptions): Promise<void> {
-  const log = createLogger(options.logLevel);
+  const log = createLogger(options.logLevel, process.stdout, options.json ? 'json' : options.logFormat);
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
     throw new UsageError('TLS needs both --tls-cert and --tls-key.');
   }
@@ -165,6 +170,11 @@ async function serve(options: ServeOptions): Promise<void> {
     },
     `ferry is listening on ${address.host}:${address.port}; files go to ${uploadDir}; messages up to ${formatBytes(options.maxMessage)}`,
   );
+}
+
+function parseLogFormat(value: string): LogFormat {
+  if (!(LOG_FORMATS as readonly string[]).includes(value)) throw new Error(`"${value}" is not one of ${LOG_FORMATS.join(', ')}`);
+  return value as LogFormat;
 }
 
 function readPem(file: string, flag: string): Buffer {

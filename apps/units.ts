@@ -49,3 +49,14 @@ export function formatBytes(bytes: number): string {
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
 }
+
+/**
+ * Rewrites the byte counts in a sentence for people: "a limit of 1048576 bytes" becomes "a limit
+ * of 1.00 MiB", "a 5000000-byte file" a "4.77 MiB file". Counts under 1 KiB stay as they are.
+ */
+export function humanSizes(text: string): string {
+  return text.replace(/\b(\d{4,})(?:-byte| bytes)\b/g, (whole, digits: string) => {
+    const bytes = Number(digits);
+    return Number.isSafeInteger(bytes) && bytes >= 1024 ? formatBytes(bytes) : whole;
+  });
+}

@@ -41,7 +41,7 @@ export interface ClientMachineInput {
 
 export type MessageJob = { kind: 'message'; id: number; text: string };
 export type OpenJob = { kind: 'open'; id: number; name: string };
-export type UploadJob = { kind: 'upload'; id: number; path: string; name: string; open: boolean; resumedFrom?: number };
+export type UploadJob = { kind: 'upload'; id: number; path: string; name: string; open: boolean; fresh?: boolean; resumedFrom?: number };
 /** Requests are answered by id and may be pipelined; uploads go one at a time. */
 export type RequestJob = MessageJob | OpenJob;
 export type Job = RequestJob | UploadJob;
@@ -92,7 +92,7 @@ export type ClientEvent =
   | { type: 'message'; id: number; text: string }
   /** Several messages handed over together (the library groups those made in one tick). */
   | { type: 'messages'; messages: { id: number; text: string }[] }
-  | { type: 'upload'; id: number; path: string; name?: string; open?: boolean }
+  | { type: 'upload'; id: number; path: string; name?: string; open?: boolean; fresh?: boolean }
   | { type: 'open'; id: number; name: string }
   | { type: 'close'; sayExit?: boolean };
 
@@ -134,7 +134,7 @@ function serverError(info: ErrorInfo): FerryError {
 }
 
 function offerCommand(job: UploadJob) {
-  return { type: 'offer-upload' as const, id: job.id, path: job.path, name: job.name, ...(job.open ? { open: true } : {}) };
+  return { type: 'offer-upload' as const, id: job.id, path: job.path, name: job.name, ...(job.open ? { open: true } : {}), ...(job.fresh ? { fresh: true } : {}) };
 }
 
 function messageTooLarge(text: string, limits: Limits): boolean {
@@ -193,7 +193,7 @@ export const clientMachine = setup({
         if (event.type === 'message') return [...context.queue, { kind: 'message' as const, id: event.id, text: event.text }];
         if (event.type === 'upload') {
           const name = event.name ?? event.path.split(/[\\/]/).pop() ?? event.path;
-          return [...context.queue, { kind: 'upload' as const, id: event.id, path: event.path, name, open: event.open === true }];
+          return [...context.queue, { kind: 'upload' as const, id: event.id, path: event.path, name, open: event.open === true, ...(event.fresh ? { fresh: true } : {}) }];
         }
         if (event.type === 'open') return [...context.queue, { kind: 'open' as const, id: event.id, name: event.name }];
         return context.queue;

@@ -170,8 +170,8 @@ export function sessionImplementations(services: SessionServices) {
       logUploadStarted: ({ context }: Args, params: { name: string }) => {
         logOf(context).info({ event: 'upload-started', id: context.upload?.offer.id, name: params.name, size: context.upload?.offer.size }, 'upload started');
       },
-      logFileSaved: ({ context }: Args, params: { savedAs: string; bytes: number; sha256: string }) => {
-        logOf(context).info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, ...params }, 'file saved');
+      logFileSaved: ({ context }: Args, params: { savedAs: string; bytes: number; sha256: string; skipped?: boolean }) => {
+        logOf(context).info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, ...params }, params.skipped ? 'file already stored, skipped' : 'file saved');
       },
       logUploadFailed: ({ context }: Args, params: { error: FerryError }) => {
         logOf(context).warn({ event: 'upload-failed', id: context.upload?.offer.id, name: context.upload?.offer.name, code: params.error.code }, params.error.message);

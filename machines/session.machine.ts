@@ -29,6 +29,11 @@ function uploadOpeningAsked(context: SessionContext): boolean {
   return context.upload?.offer.open === true || (context.format === 'legacy' && context.settings.media.enabled);
 }
 
+/** What the log says of a stored file. */
+function savedFields(saved: SavedFile): { savedAs: string; bytes: number; sha256: string; skipped?: boolean } {
+  return { savedAs: saved.savedAs, bytes: saved.bytes, sha256: saved.sha256, ...(saved.skipped ? { skipped: true } : {}) };
+}
+
 function errorReply(error: FerryError, id?: number): SessionReply {
   return { type: 'error', error: id === undefined ? { code: error.code, message: error.message } : { code: error.code, message: error.message, id } };
 }
@@ -72,7 +77,7 @@ export const sessionMachine = setup({
     reportAuthFailure: () => {},
     logMediaOutcome: (_, _params: MediaOutcome) => {},
     logUploadStarted: (_, _params: { name: string }) => {},
-    logFileSaved: (_, _params: { savedAs: string; bytes: number; sha256: string }) => {},
+    logFileSaved: (_, _params: { savedAs: string; bytes: number; sha256: string; skipped?: boolean }) => {},
     logUploadFailed: (_, _params: { error: FerryError }) => {},
     logProtocolError: (_, _params: { error: FerryError }) => {},
     logUnexpected: () => {},
@@ -127,7 +132,14 @@ export const sessionMachine = setup({
         type: 'reply' as const,
         reply: {
           type: 'upload-done' as const,
-          result: { id: context.upload!.offer.id, savedAs: saved.savedAs, bytes: saved.bytes, sha256: saved.sha256, ...(params.outcome ? { opened: params.outcome } : {}) },
+          result: {
+            id: context.upload!.offer.id,
+            savedAs: saved.savedAs,
+            bytes: saved.bytes,
+            sha256: saved.sha256,
+            ...(saved.skipped ? { skipped: true } : {}),
+            ...(params.outcome ? { opened: params.outcome } : {}),
+          },
         },
       };
     }),
@@ -271,7 +283,8 @@ export const sessionMachine = setup({
       invoke: {
         id: 'receiver',
         src: 'fileReceiver',
-        input: ({ context }) => ({ offer: context.upload!.offer }),
+        // Native offers may name a relative path with folders; the original format keeps base names.
+        input: ({ context }) => ({ offer: context.upload!.offer, folders: context.format === 'native' }),
       },
       initial: 'opening',
       states: {
@@ -286,6 +299,28 @@ export const sessionMachine = setup({
                 { type: 'replyUploadAccept', params: ({ event }) => ({ offset: event.offset }) },
               ],
             },
+            // The store holds this very file already (the offer named its SHA-256): done without any bytes.
+            'file.saved': [
+              {
+                guard: 'openingAsked',
+                target: '#session.dispatchingMedia',
+                actions: [
+                  { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
+                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
+                  { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
+                ],
+              },
+              {
+                target: '#session.awaitingHeader',
+                actions: [
+                  { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
+                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
+                  { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
+                  { type: 'replyUploadDone', params: {} },
+                  'clearUpload',
+                ],
+              },
+            ],
             'file.refused': [
               // The original format sends the bytes without waiting for an answer: the stream cannot continue.
               { guard: 'isLegacy', target: '#session.closing', actions: [{ type: 'logUploadFailed', params: ({ event }) => ({ error: event.error }) }, 'closeQuietly'] },
@@ -328,7 +363,7 @@ export const sessionMachine = setup({
                 target: '#session.dispatchingMedia',
                 actions: [
                   { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'logFileSaved', params: ({ event }) => ({ savedAs: event.saved.savedAs, bytes: event.saved.bytes, sha256: event.saved.sha256 }) },
+                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
                   { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
                 ],
               },
@@ -337,7 +372,7 @@ export const sessionMachine = setup({
                 target: '#session.awaitingHeader',
                 actions: [
                   { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'logFileSaved', params: ({ event }) => ({ savedAs: event.saved.savedAs, bytes: event.saved.bytes, sha256: event.saved.sha256 }) },
+                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
                   { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
                   { type: 'replyUploadDone', params: {} },
                   'clearUpload',

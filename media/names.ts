@@ -1,11 +1,20 @@
 /**
  * File names offered by a network peer are untrusted input. These helpers turn them into a single
- * base name that is safe to create inside the upload folder on Linux, macOS and Windows alike.
+ * base name, or a relative path of such names, that is safe to create inside the upload folder on
+ * Linux, macOS and Windows alike.
  */
 import { FerryError } from '../transport/errors.js';
 
 /** Longest stored name in UTF-8 bytes; leaves room under the common 255-byte limit for a ` (n)` suffix. */
 export const MAX_NAME_BYTES = 200;
+
+/** Longest relative path, in UTF-8 bytes once each segment is made safe (before any ` (n)` suffix). */
+export const MAX_PATH_BYTES = 1024;
+/** Most segments (folders and the file name) in a relative path. */
+export const MAX_PATH_SEGMENTS = 32;
+
+/** The upload folder's state folder, which no relative path may lead into. */
+const STATE_DIR = '.ferry';
 
 /** Extensions up to this many UTF-8 bytes survive shortening; longer ones are probably not extensions. */
 const MAX_KEPT_EXTENSION_BYTES = 16;
@@ -45,17 +54,73 @@ export function safeName(raw: string): string {
     }
   }
 
-  name = trimTrailingDotsAndSpaces(trimLeadingSpaces(name.replace(WINDOWS_INVALID, '_')));
-  name = capUtf8(name, MAX_NAME_BYTES);
-  if (isReservedDeviceName(name)) {
-    // Re-capping cannot remove the prefix, so the result stays out of the reserved set.
-    name = capUtf8('_' + name, MAX_NAME_BYTES);
-  }
-
+  name = cleanSegment(name);
   if (name === '' || name === '.' || name === '..') {
     throw badName(
       `The file name ${preview(raw)} has nothing left that can be stored as a file name; rename the file and send it again.`,
     );
+  }
+  return name;
+}
+
+/**
+ * Turns a relative path offered by a peer (`photos/2024/a.jpg`, `/` or `\` between segments) into
+ * one that is safe to create under the upload folder: each segment is made safe as by
+ * {@link safeName}, and the segments are joined with `/`. A path without separators gives exactly
+ * what `safeName` gives.
+ *
+ * Refused, rather than guessed at: absolute paths (a leading `/` or `\`), drive letters (`C:`),
+ * empty segments (`a//b`, a trailing `/`), `.` and `..` segments, segments with nothing storable
+ * left, a first folder that is the state folder `.ferry` (in any case), more than
+ * {@link MAX_PATH_SEGMENTS} segments, or more than {@link MAX_PATH_BYTES} bytes in all.
+ *
+ * @throws FerryError `E_BAD_NAME`, with a sentence saying which rule the path broke.
+ */
+export function safeRelativePath(raw: string): string {
+  if (typeof raw !== 'string') {
+    throw badName('The file name is missing or is not text; send the file again with a name.');
+  }
+  const text = raw.normalize('NFC');
+  refuseUnstorableCharacters(text);
+  if (!/[/\\]/.test(text)) return safeName(text);
+
+  if (text.startsWith('/') || text.startsWith('\\') || /^[A-Za-z]:/.test(text)) {
+    throw badName(`The file name ${preview(raw)} is an absolute path or starts with a drive letter; send it as a path relative to the upload folder, such as "photos/a.jpg".`);
+  }
+  const raws = text.split(/[/\\]/);
+  if (raws.length > MAX_PATH_SEGMENTS) {
+    throw badName(`The file name ${preview(raw)} has ${raws.length} folders and names in its path, more than the ${MAX_PATH_SEGMENTS} allowed; send it from a shallower folder.`);
+  }
+  const segments: string[] = [];
+  for (const segment of raws) {
+    if (segment === '' || segment === '.' || segment === '..') {
+      throw badName(
+        `The file name ${preview(raw)} has an empty, "." or ".." part in its path; send it as a plain relative path, such as "photos/a.jpg".`,
+      );
+    }
+    const clean = cleanSegment(segment);
+    if (clean === '' || clean === '.' || clean === '..') {
+      throw badName(`The part ${preview(segment)} of the file name ${preview(raw)} has nothing left that can be stored; rename it and send the file again.`);
+    }
+    segments.push(clean);
+  }
+  if (segments[0]!.toLowerCase() === STATE_DIR) {
+    throw badName(`The file name ${preview(raw)} leads into the server's state folder ${STATE_DIR}; send it under another folder name.`);
+  }
+  const joined = segments.join('/');
+  if (Buffer.byteLength(joined, 'utf8') > MAX_PATH_BYTES) {
+    throw badName(`The file name ${preview(raw)} is longer than ${MAX_PATH_BYTES} bytes as a path; send it from a shallower folder or with shorter names.`);
+  }
+  return joined;
+}
+
+/** The rules for one segment: Windows-safe characters, no leading spaces, no trailing dots or spaces, capped, never a device. */
+function cleanSegment(segment: string): string {
+  let name = trimTrailingDotsAndSpaces(trimLeadingSpaces(segment.replace(WINDOWS_INVALID, '_')));
+  name = capUtf8(name, MAX_NAME_BYTES);
+  if (isReservedDeviceName(name)) {
+    // Re-capping cannot remove the prefix, so the result stays out of the reserved set.
+    name = capUtf8('_' + name, MAX_NAME_BYTES);
   }
   return name;
 }

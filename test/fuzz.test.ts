@@ -21,14 +21,14 @@ import type { SessionEmitted } from '../machines/session.machine.js';
 import { nativeAndLegacy } from '../machines/actors/session-connection.js';
 import type { FileSink } from '../machines/actors/file-receiver.js';
 import { defaultMediaApps } from '../media/launcher.js';
-import { safeName } from '../media/names.js';
+import { safeName, safeRelativePath } from '../media/names.js';
 import { UploadStore, type IncomingFile, type SavedFile } from '../media/upload-store.js';
 import { ErrorCodes, ProtocolError } from '../transport/errors.js';
 import { DEFAULT_LIMITS, PREAMBLE_MAGIC, type ClientToken, type Limits, type ServerToken } from '../transport/frames.js';
 import { ClientDecoder, ServerDecoder, encode, preamble } from '../transport/native-codec.js';
 import { LegacyServerDecoder, LEGACY_EXIT_COMMAND, LEGACY_FILE_COMMAND, encodeLegacyFileHeader, encodeLegacyMessage } from '../transport/legacy-codec.js';
 import { memoryPair } from '../transport/memory-transport.js';
-import { deferred, finalFiles, partialFiles, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
+import { deferred, partialFiles, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
 import { PeerClient, soloSession } from './helpers/session-harness.js';
 
 const TOTAL_MS = process.env.CI === 'true' ? 60_000 : 10_000;
@@ -374,7 +374,7 @@ interface SessionRun {
 
 /** Feeds `pieces` to a fresh session, optionally probes it, ends the peer, and waits for everything to settle. */
 async function runSession(store: UploadStore, root: string, pieces: Buffer[], probe?: { bytes: Buffer; answered: (replies: Buffer) => boolean }): Promise<SessionRun> {
-  const before = new Set(finalFiles(root));
+  const before = new Set(filesUnder(root));
   const tracking = new TrackingStore(store);
   const [serverEnd, clientEnd] = memoryPair();
   const { actor, emitted } = startSession('fuzzed', tracking, serverEnd);
@@ -409,7 +409,7 @@ async function runSession(store: UploadStore, root: string, pieces: Buffer[], pr
   // Unkeyed partials are the session's to clean up; keyed ones (with their .json) may stay for a resume.
   const partials = partialFiles(root);
   for (const part of partials.filter((p) => p.endsWith('.part'))) expect(partials).toContain(part.replace(/\.part$/, '.json'));
-  const stored = finalFiles(root).filter((name) => !before.has(name));
+  const stored = filesUnder(root).filter((name) => !before.has(name));
   let tokens: ClientToken[] = [];
   if (replies[0] === PREAMBLE_MAGIC[0]) tokens = new ClientDecoder(DEFAULT_LIMITS).feed(replies);
   return { replies, emitted, stored, tokens };
@@ -431,9 +431,21 @@ function storedSaves(emitted: SessionEmitted[]): string[] {
   return emitted.flatMap((e) => (e.type === 'file-saved' ? [e.saved.savedAs] : [])).sort();
 }
 
-function nameIsStorable(name: string): boolean {
+/** Files under the root (a native name may be a path), relative with `/`, leaving out the state folder. */
+function filesUnder(root: string, sub = ''): string[] {
+  if (!fs.existsSync(path.join(root, sub))) return [];
+  return fs.readdirSync(path.join(root, sub), { withFileTypes: true }).flatMap((entry) => {
+    const rel = sub ? `${sub}/${entry.name}` : entry.name;
+    if (rel === '.ferry') return [];
+    return entry.isDirectory() ? filesUnder(root, rel) : [rel];
+  });
+}
+
+/** Whether the session will store an upload of this name: native names may be relative paths, original ones are cut to their last segment. */
+function nameIsStorable(name: string, native = true): boolean {
   try {
-    safeName(name);
+    if (native) safeRelativePath(name);
+    else safeName(name);
     return true;
   } catch {
     return false;
@@ -511,7 +523,7 @@ describe('sessions under random and mutated input', () => {
         const clean = input.kind === 'stream' && input.mutations.length === 0 && bytes.length > 0;
         // A healthy session (nothing refused, no exit) must still echo a message after the stream.
         const probe =
-          clean && !input.plan.exit && (input.plan.upload === undefined || nameIsStorable(input.plan.upload.name))
+          clean && !input.plan.exit && (input.plan.upload === undefined || nameIsStorable(input.plan.upload.name, false))
             ? { bytes: probeBytes, answered: (replies: Buffer) => replies.subarray(-probeBytes.length).equals(probeBytes) }
             : undefined;
         const run = await runSession(store, root, split(bytes, input.cuts), probe);
@@ -522,7 +534,7 @@ describe('sessions under random and mutated input', () => {
         for (const name of run.stored) expect(bytes.includes(fs.readFileSync(path.join(root, name)))).toBe(true);
         if (clean) {
           const plan = input.plan;
-          const storable = plan.upload !== undefined && nameIsStorable(plan.upload.name);
+          const storable = plan.upload !== undefined && nameIsStorable(plan.upload.name, false);
           expect(run.stored).toHaveLength(storable ? 1 : 0);
           if (storable) expect(fs.readFileSync(path.join(root, run.stored[0]!)).equals(plan.upload!.content)).toBe(true);
           // A refused file ends the connection: the original format cannot skip its bytes.

@@ -2,7 +2,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { describe, it, expect } from 'vitest';
 import { FerryError } from '../transport/errors.js';
-import { MAX_NAME_BYTES, numberedName, safeName } from '../media/names.js';
+import { MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_SEGMENTS, numberedName, safeName, safeRelativePath } from '../media/names.js';
 
 const RESERVED_STEM = /^(?:CON|PRN|AUX|NUL|CONIN\$|CONOUT\$|COM[0-9\u00b9\u00b2\u00b3]|LPT[0-9\u00b9\u00b2\u00b3])$/i;
 
@@ -207,6 +207,137 @@ describe('safeName', () => {
         expect(name).toBe(name.normalize('NFC'));
         // Sanitising is stable, so a stored name survives being offered again.
         expect(safeName(name)).toBe(name);
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+});
+
+function pathRefusal(raw: string): FerryError {
+  try {
+    safeRelativePath(raw);
+  } catch (err) {
+    expect(err).toBeInstanceOf(FerryError);
+    expect((err as FerryError).code).toBe('E_BAD_NAME');
+    return err as FerryError;
+  }
+  throw new Error(`safeRelativePath(${JSON.stringify(raw)}) was expected to throw`);
+}
+
+/** Everything a stored relative path must satisfy: storable segments, inside the root, out of the state folder. */
+function expectStorablePath(stored: string): void {
+  const segments = stored.split('/');
+  expect(segments.length).toBeLessThanOrEqual(MAX_PATH_SEGMENTS);
+  expect(Buffer.byteLength(stored, 'utf8')).toBeLessThanOrEqual(MAX_PATH_BYTES);
+  for (const segment of segments) expectStorable(segment);
+  if (segments.length > 1) expect(segments[0]!.toLowerCase()).not.toBe('.ferry');
+  const root = path.resolve('/srv/ferry-root');
+  const joined = path.join(root, ...segments);
+  expect(joined.startsWith(root + path.sep)).toBe(true);
+  expect(path.relative(root, joined).split(path.sep)).toEqual(segments);
+  expect(path.isAbsolute(stored)).toBe(false);
+}
+
+describe('safeRelativePath', () => {
+  it.each([
+    ['photos/2024/a.jpg', 'photos/2024/a.jpg'],
+    ['photos\\2024\\a.jpg', 'photos/2024/a.jpg'],
+    ['a.txt', 'a.txt'],
+    ['dir. /CON/f?.txt ', 'dir/_CON/f_.txt'],
+    ['  lead/  trail  /x', 'lead/trail/x'],
+    ['e\u0301/caf\u00e9.txt', '\u00e9/caf\u00e9.txt'],
+    ['.ferry', '.ferry'],
+    ['photos/.ferry/x', 'photos/.ferry/x'],
+    ['%2e%2e/x', '%2e%2e/x'],
+    ['..cache/x', '..cache/x'],
+    ['ab:x/y', 'ab_x/y'],
+  ])('turns %j into %j', (raw, expected) => {
+    const stored = safeRelativePath(raw);
+    expect(stored).toBe(expected);
+    expectStorablePath(stored);
+  });
+
+  it('gives what safeName gives for a name without folders', () => {
+    for (const raw of ['a.txt', 'NUL.txt', ' x. ', 'C:abs', 'f.txt:stream', 'x'.repeat(300) + '.png']) expect(safeRelativePath(raw)).toBe(safeName(raw));
+    expect(pathRefusal('...').message).toBe(refusal('...').message);
+  });
+
+  it.each([
+    ['../x', /empty, "\."/],
+    ['a/../../b', /empty, "\."/],
+    ['a/./b', /empty, "\."/],
+    ['a//b', /empty/],
+    ['dir/', /empty/],
+    ['./x', /empty/],
+    ['/etc/passwd', /absolute/],
+    ['\\etc\\passwd', /absolute/],
+    ['\\\\srv\\share\\x', /absolute/],
+    ['//srv/share/x', /absolute/],
+    ['C:/Windows/x.dll', /absolute/],
+    ['c:\\boot.ini', /absolute/],
+    ['d:x/y', /drive letter/],
+    ['a/.../b', /nothing left/],
+    ['a/ . /b', /nothing left/],
+    ['.ferry/partial/x.part', /state folder/],
+    ['.FERRY/x', /state folder/],
+    ['.ferry./x', /state folder/],
+    [' .Ferry/x', /state folder/],
+    ['dir\u0000/x', /control character/],
+    ['a\ud800/x', /surrogate/],
+  ])('refuses %j', (raw, reason) => {
+    expect(pathRefusal(raw).message).toMatch(reason);
+  });
+
+  it(`limits a path to ${MAX_PATH_SEGMENTS} segments and ${MAX_PATH_BYTES} bytes, saying so`, () => {
+    const deep = Array.from({ length: MAX_PATH_SEGMENTS }, (_, i) => `d${i}`);
+    expect(safeRelativePath(deep.join('/'))).toBe(deep.join('/'));
+    expect(pathRefusal([...deep, 'x'].join('/')).message).toContain(`more than the ${MAX_PATH_SEGMENTS} allowed`);
+    // Each segment is capped at 200 bytes as before; the whole path may then still be too long.
+    const wide = Array.from({ length: 6 }, () => 'w'.repeat(300)).join('/');
+    expect(pathRefusal(wide).message).toContain(`longer than ${MAX_PATH_BYTES} bytes`);
+    const fits = Array.from({ length: 5 }, () => 'w'.repeat(300)).join('/');
+    expect(safeRelativePath(fits).split('/').every((segment) => segment.length === 200)).toBe(true);
+  });
+
+  it('refuses a name that is not a string', () => {
+    pathRefusal(undefined as unknown as string);
+  });
+
+  const check = (raw: string): void => {
+    let stored: string;
+    try {
+      stored = safeRelativePath(raw);
+    } catch (err) {
+      expect(err).toBeInstanceOf(FerryError);
+      expect((err as FerryError).code).toBe('E_BAD_NAME');
+      return;
+    }
+    expectStorablePath(stored);
+    expect(stored).toBe(stored.normalize('NFC'));
+    // Stable: a stored path offered again is the same path.
+    expect(safeRelativePath(stored)).toBe(stored);
+  };
+
+  it('satisfies the storage invariants for arbitrary strings', () => {
+    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 400 }), check), { numRuns: 2_000 });
+  });
+
+  it('satisfies the storage invariants for paths made of awkward pieces', () => {
+    const piece = fc.constantFrom(
+      '/', '/', '\\', '.', '..', ' ', ':', 'C:', 'c:', '.ferry', '.FERRY', '.Ferry.', 'CON', 'nul', 'a', '\u00e9', 'e\u0301',
+      '\u{1f600}', '\u0000', '.txt', '%2e', 'x'.repeat(60), 'y'.repeat(250),
+    );
+    fc.assert(fc.property(fc.array(piece, { maxLength: 40 }).map((parts) => parts.join('')), check), { numRuns: 3_000 });
+  });
+
+  it('never lets a path made of traversal pieces out of the root', () => {
+    const segment = fc.constantFrom('..', '.', '', 'a', 'b', '.ferry', 'C:', '~', '...', ' ..', '.. ');
+    const separator = fc.constantFrom('/', '\\');
+    fc.assert(
+      fc.property(fc.array(fc.tuple(segment, separator), { minLength: 1, maxLength: 10 }), fc.boolean(), (parts, leading) => {
+        const raw = (leading ? '/' : '') + parts.map(([s, sep]) => s + sep).join('') + 'file.txt';
+        check(raw);
+        if (parts.some(([s]) => s === '..' || s === '.' || s === '')) pathRefusal(raw);
       }),
       { numRuns: 2_000 },
     );

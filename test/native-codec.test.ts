@@ -236,6 +236,16 @@ describe('round trip of every frame type', () => {
     expect('sha256' in tokens[0]!).toBe(false);
   });
 
+  it('an offer carries its sha256 and a done its skipped flag; skipped: false and an absent one read alike', () => {
+    const offer = { id: 4, name: 'a.txt', size: 3, key: '0123456789abcdef0123456789abcdef', sha256: SHA };
+    expect(openServer().feed(encode.uploadOffer(offer))).toEqual([{ type: 'upload-offer', offer }]);
+    const skipped = { id: 4, savedAs: 'a.txt', bytes: 3, sha256: SHA, skipped: true };
+    expect(openClient().feed(encode.uploadDone(skipped))).toEqual([{ type: 'upload-done', result: skipped }]);
+    const [notSkipped] = openClient().feed(rawFrame(FrameType.UPLOAD_DONE, JSON.stringify({ ...skipped, skipped: false })));
+    expect(notSkipped).toEqual({ type: 'upload-done', result: { id: 4, savedAs: 'a.txt', bytes: 3, sha256: SHA } });
+    expect('skipped' in (notSkipped as { result: object }).result).toBe(false);
+  });
+
   it('JSON strings round-trip whatever they contain', () => {
     const name = 'a"b\\c\n\u0000\u2028\ud800 lone surrogate, 🎉, ' + PHOTO;
     const d = openServer();
@@ -487,6 +497,14 @@ describe('errors', () => {
     [FrameType.UPLOAD_OFFER, '{"id":1,"name":null,"size":3}'],
     [FrameType.UPLOAD_OFFER, '{"id":"1","name":"a","size":3}'],
     [FrameType.UPLOAD_OFFER, '{"id":1,"name":"a","size":9007199254740992}'],
+    [FrameType.UPLOAD_OFFER, `{"id":1,"name":"a","size":3,"sha256":"${SHA.toUpperCase()}"}`],
+    [FrameType.UPLOAD_OFFER, `{"id":1,"name":"a","size":3,"sha256":"${SHA.slice(1)}"}`],
+    [FrameType.UPLOAD_OFFER, `{"id":1,"name":"a","size":3,"sha256":"${SHA}0"}`],
+    [FrameType.UPLOAD_OFFER, `{"id":1,"name":"a","size":3,"sha256":"${SHA.slice(1)}g"}`],
+    [FrameType.UPLOAD_OFFER, `{"id":1,"name":"a","size":3,"sha256":"${SHA}\\n"}`],
+    [FrameType.UPLOAD_OFFER, '{"id":1,"name":"a","size":3,"sha256":42}'],
+    [FrameType.UPLOAD_OFFER, '{"id":1,"name":"a","size":3,"sha256":null}'],
+    [FrameType.UPLOAD_OFFER, '{"id":1,"name":"a","size":3,"sha256":""}'],
     [FrameType.UPLOAD_END, '{}'],
     [FrameType.UPLOAD_END, '{"id":-3}'],
     [FrameType.UPLOAD_END, `{"id":"3","sha256":"${SHA}"}`],
@@ -512,6 +530,9 @@ describe('errors', () => {
     [FrameType.UPLOAD_DONE, `{"id":1,"savedAs":"a","bytes":-1,"sha256":"${SHA}"}`],
     [FrameType.UPLOAD_DONE, `{"id":1,"savedAs":5,"bytes":1,"sha256":"${SHA}"}`],
     [FrameType.UPLOAD_DONE, '{"id":1,"savedAs":"a","bytes":1}'],
+    [FrameType.UPLOAD_DONE, `{"id":1,"savedAs":"a","bytes":1,"sha256":"${SHA}","skipped":"yes"}`],
+    [FrameType.UPLOAD_DONE, `{"id":1,"savedAs":"a","bytes":1,"sha256":"${SHA}","skipped":1}`],
+    [FrameType.UPLOAD_DONE, `{"id":1,"savedAs":"a","bytes":1,"sha256":"${SHA}","skipped":null}`],
     [FrameType.ERROR, '{"code":5,"message":"m"}'],
     [FrameType.ERROR, '{"code":"E_X"}'],
     [FrameType.ERROR, '{"code":"E_X","message":"m","id":-1}'],

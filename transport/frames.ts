@@ -66,6 +66,11 @@ export interface UploadOffer {
   open?: boolean;
   /** Makes the upload resumable: 32 hex digits, the same for every attempt at the same file. */
   key?: string;
+  /**
+   * The file's SHA-256 (64 lower-case hex digits), when the sender knows it already: a server that
+   * holds exactly this file under this name answers UPLOAD_DONE with `skipped` at once.
+   */
+  sha256?: string;
 }
 
 /** Whether a file was opened on the server, and if not, why. */
@@ -87,6 +92,8 @@ export interface UploadResultInfo {
   savedAs: string;
   bytes: number;
   sha256: string;
+  /** True when the server already held this file and stored nothing new (no DATA was sent). */
+  skipped?: boolean;
   /** Present when the offer asked for the file to be opened. */
   opened?: OpenResultInfo;
 }

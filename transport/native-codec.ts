@@ -279,13 +279,15 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
           typeof json.name !== 'string' ||
           !isCount(json.size) ||
           (json.open !== undefined && typeof json.open !== 'boolean') ||
-          (json.key !== undefined && (typeof json.key !== 'string' || !/^[0-9a-f]{32}$/.test(json.key)))
+          (json.key !== undefined && (typeof json.key !== 'string' || !/^[0-9a-f]{32}$/.test(json.key))) ||
+          (json.sha256 !== undefined && (typeof json.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(json.sha256)))
         ) {
           throw badFrame('upload offer');
         }
         const offer: UploadOffer = { id: json.id, name: json.name, size: json.size };
         if (json.open === true) offer.open = true;
         if (typeof json.key === 'string') offer.key = json.key;
+        if (typeof json.sha256 === 'string') offer.sha256 = json.sha256;
         return { type: 'upload-offer', offer };
       }
       case FrameType.AUTH: {
@@ -372,8 +374,11 @@ export class ClientDecoder extends FrameDecoder<ClientToken> {
       case FrameType.UPLOAD_DONE: {
         const json = parseJson(payload, 'upload done');
         const { id, savedAs, bytes, sha256 } = json;
-        if (!isCount(id) || typeof savedAs !== 'string' || !isCount(bytes) || typeof sha256 !== 'string') throw badFrame('upload done');
+        if (!isCount(id) || typeof savedAs !== 'string' || !isCount(bytes) || typeof sha256 !== 'string' || (json.skipped !== undefined && typeof json.skipped !== 'boolean')) {
+          throw badFrame('upload done');
+        }
         const result: UploadResultInfo = { id, savedAs, bytes, sha256 };
+        if (json.skipped === true) result.skipped = true;
         if (json.opened !== undefined) result.opened = openResult(json.opened, 'upload done');
         return { type: 'upload-done', result };
       }
@@ -447,7 +452,9 @@ function idFrame(type: number, id: number, text: string): Buffer {
 }
 
 export const encode = {
-  hello: (info: HelloInfo) => jsonFrame(FrameType.HELLO, info),
+  // The hello ends with a line feed (JSON allows it), so that a line-based server reached by
+  // mistake, such as an HTTP server, answers at once and is recognised instead of waiting.
+  hello: (info: HelloInfo) => frame(FrameType.HELLO, Buffer.from(`${JSON.stringify(info)}\n`, 'utf8')),
   welcome: (info: WelcomeInfo) => jsonFrame(FrameType.WELCOME, info),
   bye: () => frame(FrameType.BYE, Buffer.alloc(0)),
   error: (info: ErrorInfo) => jsonFrame(FrameType.ERROR, info),

@@ -48,12 +48,15 @@ export class NetTransport implements Transport {
   private readonly events = new EventEmitter();
   private closed = false;
   private remoteText: string | undefined;
+  /** Where the socket is connected, kept for {@link probeTls} (Node forgets it once the socket closes). */
+  private readonly peer: { address: string; port: number } | undefined;
 
   constructor(socket: net.Socket, options: NetTransportOptions = {}) {
     this.socket = socket;
     if (options.noDelay ?? true) socket.setNoDelay(true);
     // Capture the address now: once the socket is closed Node can no longer report it.
     this.remoteText = formatRemote(socket);
+    this.peer = socket.remoteAddress !== undefined && socket.remotePort !== undefined ? { address: socket.remoteAddress, port: socket.remotePort } : undefined;
     socket.on('drain', () => this.events.emit('drain'));
     socket.on('end', () => this.events.emit('end'));
     socket.on('error', (err: Error) => {
@@ -123,6 +126,31 @@ export class NetTransport implements Transport {
     if (event === 'data') this.socket.off('data', listener as AnyListener);
     else this.events.off(event, listener as AnyListener);
     return this;
+  }
+
+  /**
+   * Opens a second, TLS connection to the same address and resolves true if a TLS handshake starts
+   * there (the server's certificate is not checked: nothing is sent over it). False for a TLS socket,
+   * and when nothing answers within `timeoutMs`.
+   */
+  probeTls(timeoutMs = 1_000): Promise<boolean> {
+    const peer = this.peer;
+    if (this.socket instanceof tls.TLSSocket || peer === undefined) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const probe = tls.connect({ host: peer.address, port: peer.port, rejectUnauthorized: false });
+      const done = (answer: boolean): void => {
+        clearTimeout(timer);
+        probe.removeAllListeners();
+        probe.on('error', () => undefined);
+        probe.destroy();
+        resolve(answer);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      probe.once('secureConnect', () => done(true));
+      // A TLS alert (a client certificate demanded, no common cipher) is also a TLS server talking.
+      probe.once('error', (err: NodeJS.ErrnoException) => done(/^ERR_SSL_.*ALERT/.test(err.code ?? '')));
+      probe.once('close', () => done(false));
+    });
   }
 }
 

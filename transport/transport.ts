@@ -40,6 +40,11 @@ export interface Transport {
   readonly writableLength: number;
   on<E extends TransportEvent>(event: E, listener: (...args: TransportEventMap[E]) => void): this;
   off<E extends TransportEvent>(event: E, listener: (...args: TransportEventMap[E]) => void): this;
+  /**
+   * For a plain connection the peer closed without sending a byte: resolves true when a TLS server
+   * listens at the same address (a TLS server drops a plain client without a word). Optional.
+   */
+  probeTls?(): Promise<boolean>;
 }
 
 /** Opens a Transport to a server; injected into the client machine so tests can dial memory pairs. */

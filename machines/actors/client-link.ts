@@ -7,7 +7,7 @@ import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js
 import type { Dialer, Transport } from '../../transport/transport.js';
 import { PRELOAD_MAX_BYTES, readHead, streamFile } from './file-source.js';
 import { authMac } from '../../transport/auth.js';
-import type { ResumeBook } from '../../media/resume-book.js';
+import type { LocalFile, ResumeBook } from '../../media/resume-book.js';
 
 export interface ClientLinkInput {
   dial: Dialer;
@@ -17,7 +17,7 @@ export interface ClientLinkInput {
   handshakeMs: number;
   /** Upload rate limit in bytes per second. */
   rateLimit?: number;
-  /** Gives each file a stable key so an interrupted upload can resume. */
+  /** Gives each file a stable key so an interrupted upload can resume, and remembers what was stored. */
   book: ResumeBook;
   /** Identifies the server in the book (`host:port`). */
   server: string;
@@ -43,7 +43,8 @@ export type ClientLinkEvent =
 
 export type ClientLinkCommand =
   | { type: 'send-messages'; messages: { id: number; text: string }[] }
-  | { type: 'offer-upload'; id: number; path: string; name: string; open?: boolean }
+  /** `fresh`: store a new copy even if the server holds this very file already (no `sha256` in the offer). */
+  | { type: 'offer-upload'; id: number; path: string; name: string; open?: boolean; fresh?: boolean }
   | { type: 'send-open'; id: number; name: string }
   | { type: 'stream-upload'; id: number; offset: number }
   /** `sayExit`: in the original format, send `exit` first (an original server then stops entirely). */
@@ -94,6 +95,7 @@ interface OpenUpload {
   id: number;
   path: string;
   size: number;
+  file: LocalFile;
   abort: AbortController;
   /** A small file's content, read while its offer is on the way. */
   preloaded?: Promise<Buffer>;
@@ -109,6 +111,10 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
   const decoder = new ClientDecoder(input.limits);
   /** Resume keys of uploads offered on this connection, by upload id. */
   const uploadKeys = new Map<number, string>();
+  /** The local files of uploads offered and not yet answered, by upload id. */
+  const offeredFiles = new Map<number, LocalFile>();
+  /** SHA-256 of each file sent in full on this connection (by path, size and mtime), for a repeat that follows it. */
+  const sentHashes = new Map<string, string>();
   let transport: Transport | undefined;
   let up = false;
   let down = false;
@@ -153,12 +159,18 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         return;
       case 'upload-accept':
         return sendBack({ type: 'server.accept', id: token.id, offset: token.offset });
-      case 'upload-done':
+      case 'upload-done': {
+        const stored = offeredFiles.get(token.result.id);
+        offeredFiles.delete(token.result.id);
+        if (stored) void input.book.rememberStored(stored, input.server, { sha256: token.result.sha256, savedAs: token.result.savedAs });
+        // A skipped upload is over without a byte sent.
+        if (upload?.id === token.result.id) upload = undefined;
         if (uploadKeys.has(token.result.id)) {
           void input.book.forget(uploadKeys.get(token.result.id)!);
           uploadKeys.delete(token.result.id);
         }
         return sendBack({ type: 'server.done', result: token.result });
+      }
       case 'open-result':
         return sendBack({ type: 'server.opened', id: token.id, result: token.result });
       case 'error':
@@ -171,6 +183,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
           upload.abort.abort(new FerryError('E_CONNECTION_LOST', 'The upload was refused.'));
           upload = undefined;
         }
+        offeredFiles.delete(token.error.id);
         if (uploadKeys.has(token.error.id)) {
           // Refused or corrupt: the next attempt must start from scratch under a new key.
           void input.book.forget(uploadKeys.get(token.error.id)!);
@@ -210,6 +223,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
 
   const attach = (t: Transport) => {
     transport = t;
+    let received = false;
     t.on('data', (chunk) => {
       if (down) return;
       heard = true;
@@ -217,14 +231,11 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       try {
         tokens = decoder.feed(chunk);
       } catch (err) {
-        const error =
-          err instanceof ProtocolError && err.code === 'E_BAD_PREAMBLE'
-            ? chunk[0] === 0x15 || chunk[0] === 0x16
-              ? new FerryError('E_TLS', 'The server speaks TLS; add --tls (or --tls-ca).')
-              : new ProtocolError('E_BAD_PREAMBLE', 'The server does not speak the ferry protocol; if it is the original tool, add --legacy.')
-            : describeNetworkError(err);
+        const error = err instanceof ProtocolError && err.code === 'E_BAD_PREAMBLE' && !received ? notFerry(chunk, t.remote) : describeNetworkError(err);
         fatal = error;
         return goDown(error);
+      } finally {
+        received = true;
       }
       for (const token of tokens) {
         if (down) return;
@@ -235,14 +246,21 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     });
     t.on('error', (err) => goDown(describeNetworkError(err)));
     t.on('end', () => t.end());
-    t.on('close', () =>
-      goDown(
-        new FerryError(
-          'E_CONNECTION_LOST',
-          up ? 'The server closed the connection.' : 'The server closed the connection during the handshake (if it uses TLS, add --tls or --tls-ca).',
-        ),
-      ),
-    );
+    t.on('close', () => {
+      if (down) return;
+      if (up) return goDown(new FerryError('E_CONNECTION_LOST', 'The server closed the connection.'));
+      const closed = new FerryError('E_CONNECTION_LOST', 'The server closed the connection during the handshake (if it uses TLS, add --tls or --tls-ca).');
+      // A TLS server drops a plain hello without a word; a ferry server that is restarting does the
+      // same, so ask: only a TLS server is a mistake that retrying will not fix.
+      if (received || !t.probeTls) return goDown(closed);
+      void t.probeTls().then(
+        (isTls) => {
+          if (isTls) fatal = tlsServer(t.remote);
+          goDown(closed);
+        },
+        () => goDown(closed),
+      );
+    });
     t.cork();
     t.write(preamble());
     t.write(encode.hello(input.hello));
@@ -260,15 +278,23 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     (err: unknown) => goDown(describeNetworkError(err)),
   );
 
-  const offer = async (id: number, filePath: string, name: string, open: boolean) => {
+  const offer = async (id: number, filePath: string, name: string, open: boolean, fresh: boolean) => {
     let size: number;
     let key: string | undefined;
+    let file: LocalFile;
+    let sha256: string | undefined;
     try {
       const stat = await fs.stat(filePath);
       if (!stat.isFile()) throw new Error('not a regular file');
       size = stat.size;
+      file = { path: filePath, size, mtimeMs: stat.mtimeMs };
       // Small files are cheaper to send again than to keep books on.
-      key = size >= RESUME_MIN_BYTES ? await input.book.keyFor({ path: filePath, size, mtimeMs: stat.mtimeMs }, input.server) : undefined;
+      key = size >= RESUME_MIN_BYTES ? await input.book.keyFor(file, input.server) : undefined;
+      // The same file offered again while its first upload is in flight: a fresh copy must not take
+      // over that upload's key (the server would answer from the first one's record).
+      if (fresh && key !== undefined && [...uploadKeys.values()].includes(key)) key = undefined;
+      // An unchanged file this server stored before offers its hash, so the server can skip it.
+      sha256 = fresh ? undefined : (sentHashes.get(fileKey(file)) ?? (await input.book.storedCopy(file, input.server))?.sha256);
     } catch (err) {
       sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_LOCAL_FILE', `${filePath} cannot be read (${(err as Error).message}); check the path.`) });
       return;
@@ -276,11 +302,22 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     if (down || !transport) return;
     // A small file is read while the offer travels and the server opens its side, so that the
     // accept finds it ready to send. (A read error surfaces when the upload streams, as it would.)
-    const preloaded = size > 0 && size <= PRELOAD_MAX_BYTES ? readHead(filePath, size) : undefined;
+    // (Not when the server is likely to skip the file: then it is not read at all.)
+    const preloaded = size > 0 && size <= PRELOAD_MAX_BYTES && sha256 === undefined ? readHead(filePath, size) : undefined;
     preloaded?.catch(() => undefined);
-    upload = { id, path: filePath, size, abort: new AbortController(), ...(preloaded ? { preloaded } : {}) };
+    upload = { id, path: filePath, size, file, abort: new AbortController(), ...(preloaded ? { preloaded } : {}) };
     if (key !== undefined) uploadKeys.set(id, key);
-    transport.write(encode.uploadOffer({ id, name: name || path.basename(filePath), size, ...(key !== undefined ? { key } : {}), ...(open ? { open: true } : {}) }));
+    offeredFiles.set(id, file);
+    transport.write(
+      encode.uploadOffer({
+        id,
+        name: name || path.basename(filePath),
+        size,
+        ...(key !== undefined ? { key } : {}),
+        ...(sha256 !== undefined ? { sha256 } : {}),
+        ...(open ? { open: true } : {}),
+      }),
+    );
     sendBack({ type: 'upload.offered', id, size });
   };
 
@@ -312,6 +349,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         if (current.abort.signal.aborted) return;
         // Everything is on the wire: from here on the connection is between frames again.
         if (upload === current) upload = undefined;
+        sentHashes.set(fileKey(current.file), sha256);
         sendBack({ type: 'upload.sent', id, sha256 });
       },
       (err: unknown) => {
@@ -341,7 +379,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         for (const m of command.messages) transport.write(encode.message(m.id, m.text));
         break;
       case 'offer-upload':
-        void offer(command.id, command.path, command.name, command.open === true);
+        void offer(command.id, command.path, command.name, command.open === true, command.fresh === true);
         break;
       case 'send-open':
         transport?.write(encode.open(command.id, command.name));
@@ -375,6 +413,25 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     transport?.destroy();
   };
 });
+
+function tlsServer(remote: string): FerryError {
+  return new FerryError('E_TLS', `The server at ${remote} speaks TLS; add --tls (or --tls-ca with its certificate authority).`);
+}
+
+/** The first bytes of a server that is not ferry, in one sentence saying what it seems to be. */
+function notFerry(chunk: Buffer, remote: string): FerryError {
+  if (chunk[0] === 0x15 || chunk[0] === 0x16) return tlsServer(remote);
+  const text = chunk.subarray(0, 60).toString('latin1').split(/\r?\n/)[0]!;
+  if (text.startsWith('HTTP/')) {
+    return new ProtocolError('E_BAD_PREAMBLE', `The server at ${remote} does not speak the ferry protocol: it is a web server (it answered "${text}"); check --host and --port.`);
+  }
+  const said = /^[\x20-\x7e]{3,}$/.test(text) ? ` (it answered "${text}")` : '';
+  return new ProtocolError('E_BAD_PREAMBLE', `The server at ${remote} does not speak the ferry protocol${said}; check --host and --port, or add --legacy if it is the original tool.`);
+}
+
+function fileKey(file: LocalFile): string {
+  return `${path.resolve(file.path)}\n${file.size}\n${file.mtimeMs}`;
+}
 
 function knownCode(code: string): FerryError['code'] {
   return /^E_[A-Z0-9_]+$/.test(code) ? (code as FerryError['code']) : 'E_CONNECTION_LOST';

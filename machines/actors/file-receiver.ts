@@ -5,13 +5,15 @@ import type { IncomingFile, SavedFile } from '../../media/upload-store.js';
 
 /** The part of the upload store a session needs; tests may hand in their own. */
 export interface FileSink {
-  begin(offer: { name: string; size: number; key?: string }): Promise<IncomingFile>;
+  begin(offer: { name: string; size: number; key?: string; sha256?: string; folders?: boolean }): Promise<IncomingFile>;
   /** The path of a file stored earlier under exactly this name; rejects with E_NOT_FOUND. */
   existing(name: string): Promise<string>;
 }
 
 export interface FileReceiverInput {
   offer: UploadOffer;
+  /** The offer's name may be a relative path with folders (the native format; the original keeps base names). */
+  folders?: boolean;
 }
 
 export type FileReceiverEvent =
@@ -33,6 +35,8 @@ function asFerryError(err: unknown): FerryError {
  * Streams one upload into the store: opens the partial file, writes each chunk as it comes
  * (reporting disk backpressure), and on `finish` verifies and places it. Stopping the actor before
  * the file was saved removes the partial, so nothing half-written survives a dropped connection.
+ * A file the store already holds (`skipped`) is reported saved at once, without `file.ready`: the
+ * sender is told it is done and sends no bytes.
  */
 export function fileReceiverFor(store: FileSink) {
   return fromCallback<FileReceiverCommand, FileReceiverInput, FileReceiverEvent>(({ input, sendBack, receive }) => {
@@ -48,14 +52,27 @@ export function fileReceiverFor(store: FileSink) {
       sendBack({ type: 'file.failed', error: asFerryError(err) });
     };
 
-    const { name, size, key } = input.offer;
-    store.begin(key === undefined ? { name, size } : { name, size, key }).then(
+    const { name, size, key, sha256 } = input.offer;
+    store.begin({ name, size, ...(key !== undefined ? { key } : {}), ...(sha256 !== undefined ? { sha256 } : {}), ...(input.folders ? { folders: true } : {}) }).then(
       (opened) => {
         if (stopped) {
           void opened.abort();
           return;
         }
         file = opened;
+        if (opened.skipped) {
+          opened.finish().then(
+            (saved) => {
+              settled = true;
+              if (!stopped) sendBack({ type: 'file.saved', saved });
+            },
+            (err: unknown) => {
+              settled = true;
+              if (!stopped) sendBack({ type: 'file.refused', error: asFerryError(err) });
+            },
+          );
+          return;
+        }
         sendBack({ type: 'file.ready', name: opened.name, offset: opened.received });
       },
       (err: unknown) => {
@@ -68,7 +85,8 @@ export function fileReceiverFor(store: FileSink) {
     };
 
     receive((command) => {
-      if (!file || failed) return;
+      // A skipped file expects no bytes and no finish: the session never accepted it.
+      if (!file || failed || file.skipped) return;
       if (command.type === 'data') {
         let more: boolean;
         try {
