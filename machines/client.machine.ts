@@ -65,8 +65,6 @@ export interface ClientContext {
   retryExpired: boolean;
   /** The delay chosen for the current wait in `retrying`. */
   retryDelayMs: number;
-  /** State of the generator the backoff's jitter is drawn from. */
-  jitter: number;
 }
 
 export type ClientEvent =
@@ -113,25 +111,6 @@ const RETRY_BUDGET = 'retryBudget';
 export function backoffDelay(retry: RetryPolicy, attempt: number, random: () => number = Math.random): number {
   const ceiling = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(attempt, 30));
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
-}
-
-/**
- * One step of a 32-bit xorshift generator. The jitter comes from it rather than from Math.random,
- * so that a transition depends on nothing but the context and the event; seeded with the client's
- * (random) id, clients still spread their attempts out.
- */
-function nextJitter(state: number): number {
-  let x = state;
-  x = (x ^ (x << 13)) >>> 0;
-  x = (x ^ (x >>> 17)) >>> 0;
-  return (x ^ (x << 5)) >>> 0;
-}
-
-/** FNV-1a of the text, never 0 (xorshift would stay at 0). */
-function jitterSeed(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h || 1;
 }
 
 function serverError(info: ErrorInfo): FerryError {
@@ -326,8 +305,7 @@ export const clientMachine = setup({
     recordFailure: enqueueActions(({ context, enqueue }, { error }: { error: FerryError }) => {
       const { retry } = context.settings;
       if (context.attempt === 0 && retry.forMs !== undefined) enqueue.raise({ type: 'retry.expired' }, { id: RETRY_BUDGET, delay: retry.forMs });
-      const jitter = nextJitter(context.jitter);
-      enqueue.assign({ attempt: context.attempt + 1, retryDelayMs: backoffDelay(retry, context.attempt, () => jitter / 2 ** 32), jitter, lastError: error });
+      enqueue.assign({ attempt: context.attempt + 1, retryDelayMs: backoffDelay(retry, context.attempt), lastError: error });
     }),
     markRetryExpired: assign({ retryExpired: true }),
     emitRetrying: emit(({ context }, { error }: { error: FerryError }) => ({ type: 'retrying' as const, attempt: context.attempt, delayMs: context.retryDelayMs, error })),
@@ -366,7 +344,6 @@ export const clientMachine = setup({
     lastError: undefined,
     retryExpired: false,
     retryDelayMs: 0,
-    jitter: jitterSeed(input.link.hello.clientId ?? input.link.hello.agent),
   }),
   initial: 'online',
   // Work handed over is queued, as far as `maxQueued` allows, in every state that cannot send it
