@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { StateValue } from 'xstate';
-import { backoffDelay, type RetryPolicy } from '../machines/client.machine.js';
+import { createActor, type StateValue } from 'xstate';
+import { backoffDelay, clientMachine, type RetryPolicy } from '../machines/client.machine.js';
 import { encode } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS, PREAMBLE_LENGTH } from '../transport/frames.js';
 import { content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
-import { ClientHarness, refused, type ClientHarnessOptions, type FakeServer, type ServerConn } from './helpers/client-harness.js';
+import { ClientHarness, FakeServer, refused, type ClientHarnessOptions, type ServerConn } from './helpers/client-harness.js';
+import { createClient } from '../index.js';
 
 const harnesses: ClientHarness[] = [];
 
@@ -751,6 +752,49 @@ describe('client: messages handed over together', () => {
     second.transport.write(Buffer.concat([1, 2, 3].map((id) => encode.messageAck(id, `m${id}`))));
     for (const id of [1, 2, 3]) expect(await h.next('reply', (e) => e.id === id)).toMatchObject({ id });
     expect(h.all('reply')).toHaveLength(3);
+  });
+});
+
+/** Whether `value` is plain data: no functions, and no objects but plain ones and arrays. */
+function isPlainData(value: unknown): boolean {
+  if (typeof value === 'function') return false;
+  if (value === null || typeof value !== 'object') return true;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== Array.prototype) return false;
+  return Object.values(value).every(isPlainData);
+}
+
+describe('client: what its context and its link input hold', () => {
+  it('keeps plain data only: the dialler, the resume book and the token reach the link by closure', async () => {
+    const server = new FakeServer();
+    const client = createClient({ dial: server.dial, token: 'the-secret-token', heartbeatMs: 0 });
+    const connected = client.connect();
+    const conn = await server.next();
+    await conn.handshake();
+    await connected;
+    const snapshot = client.actor.getSnapshot();
+    const link = snapshot.children.link!.getSnapshot() as { input: unknown };
+    expect(link.input).toEqual(snapshot.context.settings.link);
+    expect(isPlainData(snapshot.context)).toBe(true);
+    expect(isPlainData(link.input)).toBe(true);
+    expect(JSON.stringify({ context: snapshot.context, input: link.input })).not.toContain('the-secret-token');
+    const closed = client.close();
+    await conn.expect('bye');
+    conn.transport.end();
+    await closed;
+  });
+});
+
+describe('client: without a link', () => {
+  it('fails at once, saying how to provide one', () => {
+    const actor = createActor(clientMachine, {
+      input: { link: { hello: { version: 1, agent: 'a' }, limits: DEFAULT_LIMITS, handshakeMs: 1_000, heartbeatMs: 0 }, retry: { initialMs: 5, maxMs: 5, forMs: undefined }, maxQueued: 10, pipelineUploads: true },
+    });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (err) => errors.push(err) });
+    actor.start();
+    expect(actor.getSnapshot().status).toBe('error');
+    expect(String(errors[0])).toMatch(/no link: provide one with clientMachine\.provide/);
   });
 });
 
