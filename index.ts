@@ -18,7 +18,8 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createActor, waitFor, type Actor, type InspectionEvent } from 'xstate';
-import { clientMachine, type ClientEmitted } from './machines/client.machine.js';
+import { clientMachine, DEFAULT_MAX_QUEUED, type ClientEmitted } from './machines/client.machine.js';
+import { clientLink } from './machines/actors/client-link.js';
 import { serverLogic, type serverMachine } from './machines/server.machine.js';
 import { legacyLink } from './machines/actors/legacy-link.js';
 import { nativeAndLegacy, nativeOnly, type CodecFactory } from './machines/actors/session-connection.js';
@@ -28,7 +29,7 @@ import { ResumeBook } from './media/resume-book.js';
 import { AuthThrottle, isLoopback, macMatches, newNonce } from './transport/auth.js';
 import { MessageJournal } from './media/message-journal.js';
 import { FerryError } from './transport/errors.js';
-import { DEFAULT_LIMITS, type OpenResultInfo } from './transport/frames.js';
+import { DEFAULT_LIMITS, PROTOCOL_VERSION, type OpenResultInfo } from './transport/frames.js';
 import { dialNet, dialTls } from './transport/net-transport.js';
 import type { Dialer } from './transport/transport.js';
 
@@ -302,25 +303,33 @@ export function createClient(options: ClientOptions = {}): FerryClient {
             throw err;
           })
       : (signal) => dialNet({ host, port, signal, timeoutMs: 10_000 }));
-  const machine = options.legacy ? clientMachine.provide({ actors: { link: legacyLink } }) : clientMachine;
   const book = new ResumeBook(options.stateDir ? path.join(options.stateDir, 'uploads.json') : undefined);
-  const actor = createActor(machine, {
+  // The dialler, the resume book and the token reach the link through its closure, never through
+  // the machine's context or the link's input, which the inspector shows.
+  const link = options.legacy
+    ? legacyLink({ dial })
+    : clientLink({
+        dial,
+        book,
+        server: `${host}:${port}`,
+        ...(options.token !== undefined ? { token: options.token } : {}),
+      });
+  const actor = createActor(clientMachine.provide({ actors: { link } }), {
     id: 'client',
     ...(options.inspect ? { inspect: options.inspect } : {}),
     input: {
-      dial,
-      // Fresh for every client: message ids start again at 1, so an old id would make new messages look handled.
-      clientId: randomUUID(),
-      agent: AGENT,
+      link: {
+        // Fresh for every client: message ids start again at 1, so an old id would make new messages look handled.
+        hello: { version: PROTOCOL_VERSION, agent: AGENT, clientId: randomUUID() },
+        limits: DEFAULT_LIMITS,
+        handshakeMs: options.handshakeTimeoutMs ?? 10_000,
+        heartbeatMs: options.heartbeatMs ?? 10_000,
+        ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
+      },
       retry: { initialMs: options.retryInitialMs ?? 250, maxMs: options.retryMaxMs ?? 5_000, forMs: options.retryForMs },
-      handshakeMs: options.handshakeTimeoutMs ?? 10_000,
-      ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
-      book,
-      server: `${host}:${port}`,
-      heartbeatMs: options.heartbeatMs ?? 10_000,
+      maxQueued: DEFAULT_MAX_QUEUED,
       // The original server reads one command at a time, and the link makes up its answers.
       pipelineUploads: !options.legacy,
-      ...(options.token !== undefined ? { token: options.token } : {}),
     },
   });
   const pending = new Map<number, Settle>();

@@ -1,9 +1,7 @@
-import { and, assign, emit, enqueueActions, sendTo, setup } from 'xstate';
+import { assign, cancel, emit, enqueueActions, fromCallback, sendTo, setup } from 'xstate';
 import { FerryError, type ErrorCode } from '../transport/errors.js';
-import { DEFAULT_LIMITS, type ErrorInfo, type HelloInfo, type Limits, type OpenResultInfo, type UploadResultInfo } from '../transport/frames.js';
-import type { Dialer } from '../transport/transport.js';
-import type { ResumeBook } from '../media/resume-book.js';
-import { clientLink, type ClientLinkEvent } from './actors/client-link.js';
+import { DEFAULT_LIMITS, type ErrorInfo, type Limits, type OpenResultInfo, type UploadResultInfo, type WelcomeInfo } from '../transport/frames.js';
+import type { ClientLinkCommand, ClientLinkEvent, ClientLinkInput } from './actors/client-link.js';
 
 export interface RetryPolicy {
   /** First delay before reconnecting. */
@@ -14,30 +12,26 @@ export interface RetryPolicy {
   forMs: number | undefined;
 }
 
-export interface ClientMachineInput {
-  dial: Dialer;
-  clientId: string;
-  agent: string;
+/**
+ * What the client is created with, as plain data: the machine's input, kept as is in
+ * `context.settings`, and never changed. The dialler, the resume book and the token are not here:
+ * the link closes over them (see `clientLink()` and `createClient()`).
+ */
+export interface ClientSettings {
+  /** What every connection is opened with: the link's input. */
+  link: ClientLinkInput;
   retry: RetryPolicy;
-  handshakeMs: number;
-  rateLimit?: number;
   /** Messages and uploads accepted while the server is unreachable, at most. */
-  maxQueued?: number;
-  /** Remembers resume keys of unfinished uploads. */
-  book: ResumeBook;
-  /** `host:port` of the server, for the book. */
-  server: string;
-  /** Heartbeat interval; 0 turns heartbeats off. */
-  heartbeatMs: number;
-  /** The server's token, when it asks for one. */
-  token?: string;
+  maxQueued: number;
   /**
    * Offer the next queued upload as soon as the current one's bytes are all sent, instead of after
-   * the server has confirmed it. Default true; off for a link whose server takes one command at a
-   * time and whose answers the link makes up itself (the original format).
+   * the server has confirmed it. Off for a link whose server takes one command at a time and whose
+   * answers the link makes up itself (the original format).
    */
-  pipelineUploads?: boolean;
+  pipelineUploads: boolean;
 }
+
+export const DEFAULT_MAX_QUEUED = 10_000;
 
 export type MessageJob = { kind: 'message'; id: number; text: string };
 export type OpenJob = { kind: 'open'; id: number; name: string };
@@ -45,21 +39,6 @@ export type UploadJob = { kind: 'upload'; id: number; path: string; name: string
 /** Requests are answered by id and may be pipelined; uploads go one at a time. */
 export type RequestJob = MessageJob | OpenJob;
 export type Job = RequestJob | UploadJob;
-
-/** What the client was created with; it never changes. */
-export interface ClientSettings {
-  dial: Dialer;
-  hello: HelloInfo;
-  retry: RetryPolicy;
-  handshakeMs: number;
-  rateLimit: number | undefined;
-  maxQueued: number;
-  book: ResumeBook;
-  server: string;
-  heartbeatMs: number;
-  token: string | undefined;
-  pipelineUploads: boolean;
-}
 
 /**
  * The machine's context. Settings sit in one object of their own: XState copies the context on
@@ -72,17 +51,18 @@ export interface ClientContext {
   queue: Job[];
   /** Sent and not yet answered; sent again, in order, after a reconnect. */
   inflight: RequestJob[];
-  /** The upload being sent, if any. */
-  current: UploadJob | undefined;
-  /** The next upload, offered while the server was still checking `current`. */
-  following: UploadJob | undefined;
+  /**
+   * Uploads offered on this connection and not yet answered: the current one first, then the next
+   * one when it was offered early. Which phase they are in is the state `uploading` is in.
+   */
+  uploads: UploadJob[];
   /** Limits the server announced in its welcome. */
   serverLimits: Limits;
   /** Failed connection attempts in a row. */
   attempt: number;
-  /** When the server became unreachable (or the first attempt began); the retry budget counts from here. */
-  downSince: number;
   lastError: FerryError | undefined;
+  /** The retry budget (`retry.forMs`, counted from the first failure in a row) has run out. */
+  retryExpired: boolean;
   /** The delay chosen for the current wait in `retrying`. */
   retryDelayMs: number;
 }
@@ -94,7 +74,9 @@ export type ClientEvent =
   | { type: 'messages'; messages: { id: number; text: string }[] }
   | { type: 'upload'; id: number; path: string; name?: string; open?: boolean; fresh?: boolean }
   | { type: 'open'; id: number; name: string }
-  | { type: 'close'; sayExit?: boolean };
+  | { type: 'close'; sayExit?: boolean }
+  /** Raised `retry.forMs` after the first failure in a row, unless a connection worked meanwhile. */
+  | { type: 'retry.expired' };
 
 export type ClientEmitted =
   | { type: 'connected'; session: string }
@@ -122,6 +104,9 @@ const FATAL: ReadonlySet<string> = new Set([
   'E_LEGACY_REFUSED',
 ]);
 
+/** The id of the delayed `retry.expired` event, so that a working connection can cancel it. */
+const RETRY_BUDGET = 'retryBudget';
+
 /** Exponential backoff with jitter: the n-th delay lies between half and all of min(max, initial·2ⁿ). */
 export function backoffDelay(retry: RetryPolicy, attempt: number, random: () => number = Math.random): number {
   const ceiling = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(attempt, 30));
@@ -133,10 +118,6 @@ function serverError(info: ErrorInfo): FerryError {
   return new FerryError(code, info.message);
 }
 
-function offerCommand(job: UploadJob) {
-  return { type: 'offer-upload' as const, id: job.id, path: job.path, name: job.name, ...(job.open ? { open: true } : {}), ...(job.fresh ? { fresh: true } : {}) };
-}
-
 function messageTooLarge(text: string, limits: Limits): boolean {
   // A string's UTF-8 form is at most three bytes per UTF-16 unit: short ones need no counting.
   return text.length * 3 > limits.maxMessage && Buffer.byteLength(text, 'utf8') > limits.maxMessage;
@@ -146,77 +127,62 @@ function tooLargeError(limits: Limits): FerryError {
   return new FerryError('E_MESSAGE_TOO_LARGE', `The message is larger than the server's limit of ${limits.maxMessage} bytes; send a file instead.`);
 }
 
-/** The messages a `message` or `messages` event carries. */
-function messagesIn(event: ClientEvent): { id: number; text: string }[] {
-  if (event.type === 'message') return [{ id: event.id, text: event.text }];
-  if (event.type === 'messages') return event.messages;
-  return [];
+function queueFullError(maxQueued: number): FerryError {
+  return new FerryError('E_CONNECTION_LOST', `${maxQueued} items are already waiting for the server; wait for them before adding more.`);
 }
+
+function uploadJob(event: Extract<ClientEvent, { type: 'upload' }>): UploadJob {
+  const name = event.name ?? event.path.split(/[\\/]/).pop() ?? event.path;
+  return { kind: 'upload', id: event.id, path: event.path, name, open: event.open === true, ...(event.fresh ? { fresh: true } : {}) };
+}
+
+type Messages = { messages: { id: number; text: string }[] };
+type Ending = { reason: 'closed' } | { reason: 'gave-up' } | { reason: 'fatal'; error: FerryError };
+
+/**
+ * Stands in for the link until one is provided: the machine cannot dial by itself. `createClient()`
+ * provides `clientLink(...)` (or `legacyLink(...)`) over its dialler, resume book and token.
+ */
+const unprovidedLink = fromCallback<ClientLinkCommand, ClientLinkInput, ClientLinkEvent>(() => {
+  throw new Error('The client machine has no link: provide one with clientMachine.provide({ actors: { link: clientLink({ dial, book, server }) } }).');
+});
 
 /**
  * The client lifecycle. Everything handed to the client is kept until the server confirms it or
- * it is reported as failed: messages in flight and the upload under way go back to the front of
+ * it is reported as failed: messages in flight and the uploads under way go back to the front of
  * the queue when the connection drops, and are sent again once it is back.
  */
 export const clientMachine = setup({
   types: {
     context: {} as ClientContext,
     events: {} as ClientEvent,
-    input: {} as ClientMachineInput,
+    input: {} as ClientSettings,
     emitted: {} as ClientEmitted,
   },
-  actors: { link: clientLink },
+  actors: { link: unprovidedLink },
   delays: {
     backoff: ({ context }) => context.retryDelayMs,
   },
   guards: {
-    fatal: ({ event }) => event.type === 'link.down' && FATAL.has(event.error.code),
-    gaveUp: ({ context }) => context.settings.retry.forMs !== undefined && Date.now() - context.downSince >= context.settings.retry.forMs,
+    fatal: (_, { error }: { error: FerryError }) => FATAL.has(error.code),
+    retryExpired: ({ context }) => context.retryExpired,
     queueFull: ({ context }) => context.queue.length + context.inflight.length >= context.settings.maxQueued,
-    tooLarge: ({ context, event }) => event.type === 'message' && messageTooLarge(event.text, context.serverLimits),
     nextIsUpload: ({ context }) => context.queue[0]?.kind === 'upload',
     /** The current upload is all on the wire and the next job is an upload: offer it now. */
-    canOfferFollowing: ({ context, event }) =>
-      context.settings.pipelineUploads && event.type === 'upload.sent' && event.id === context.current?.id && context.following === undefined && context.queue[0]?.kind === 'upload',
-    hasFollowing: ({ context }) => context.following !== undefined,
-    isFollowingUpload: ({ context, event }) =>
-      context.following !== undefined && (event.type === 'upload.offered' || event.type === 'upload.unreadable') && event.id === context.following.id,
-    isCurrentUpload: ({ context, event }) =>
-      context.current !== undefined &&
-      ((event.type === 'server.error' && event.error.id === context.current.id) ||
-        ((event.type === 'upload.unreadable' || event.type === 'server.accept' || event.type === 'upload.offered') && event.id === context.current.id) ||
-        (event.type === 'server.done' && event.result.id === context.current.id)),
+    canOfferNext: ({ context }) => context.settings.pipelineUploads && context.queue[0]?.kind === 'upload',
+    /** The server's answer is about the current upload (and not, say, about a message). */
+    isCurrentUpload: ({ context }, { id }: { id: number | undefined }) => context.uploads[0]?.id === id,
   },
   actions: {
-    enqueueJob: assign({
-      queue: ({ context, event }) => {
-        if (event.type === 'message') return [...context.queue, { kind: 'message' as const, id: event.id, text: event.text }];
-        if (event.type === 'upload') {
-          const name = event.name ?? event.path.split(/[\\/]/).pop() ?? event.path;
-          return [...context.queue, { kind: 'upload' as const, id: event.id, path: event.path, name, open: event.open === true, ...(event.fresh ? { fresh: true } : {}) }];
-        }
-        if (event.type === 'open') return [...context.queue, { kind: 'open' as const, id: event.id, name: event.name }];
-        return context.queue;
-      },
-    }),
-    refuseQueueFull: emit(({ event, context }) => ({
-      type: 'failed' as const,
-      id: 'id' in event ? (event.id as number) : -1,
-      error: new FerryError('E_CONNECTION_LOST', `${context.settings.maxQueued} items are already waiting for the server; wait for them before adding more.`),
-    })),
+    enqueueJob: assign({ queue: ({ context }, { job }: { job: Job }) => [...context.queue, job] }),
+    refuseQueueFull: emit(({ context }, { id }: { id: number }) => ({ type: 'failed' as const, id, error: queueFullError(context.settings.maxQueued) })),
     /** Queues the messages of a batch while there is room; the rest fail at once, as single ones would. */
-    enqueueMessages: enqueueActions(({ context, event, enqueue }) => {
-      const messages = messagesIn(event);
+    enqueueMessages: enqueueActions(({ context, enqueue }, { messages }: Messages) => {
       const room = Math.max(0, context.settings.maxQueued - context.queue.length - context.inflight.length);
-      const error = new FerryError('E_CONNECTION_LOST', `${context.settings.maxQueued} items are already waiting for the server; wait for them before adding more.`);
+      const error = queueFullError(context.settings.maxQueued);
       for (const m of messages.slice(room)) enqueue.emit({ type: 'failed', id: m.id, error });
       if (room > 0) enqueue.assign({ queue: [...context.queue, ...messages.slice(0, room).map((m) => ({ kind: 'message' as const, id: m.id, text: m.text }))] });
     }),
-    refuseTooLarge: emit(({ event, context }) => ({
-      type: 'failed' as const,
-      id: 'id' in event ? (event.id as number) : -1,
-      error: tooLargeError(context.serverLimits),
-    })),
     /** Sends every request at the head of the queue, stopping at the first upload. */
     flushMessages: enqueueActions(({ context, enqueue }) => {
       const sent: RequestJob[] = [];
@@ -247,8 +213,7 @@ export const clientMachine = setup({
       if (i > 0) enqueue.assign({ queue: context.queue.slice(i), inflight: [...context.inflight, ...sent] });
     }),
     /** Sends a message, or a batch of them in one command; any too large for the server fail alone. */
-    sendMessagesNow: enqueueActions(({ context, event, enqueue }) => {
-      const messages = messagesIn(event);
+    sendMessagesNow: enqueueActions(({ context, enqueue }, { messages }: Messages) => {
       const sending: MessageJob[] = [];
       for (const m of messages) {
         if (messageTooLarge(m.text, context.serverLimits)) enqueue.emit({ type: 'failed', id: m.id, error: tooLargeError(context.serverLimits) });
@@ -258,173 +223,174 @@ export const clientMachine = setup({
       enqueue.sendTo('link', { type: 'send-messages', messages: sending.map((m) => ({ id: m.id, text: m.text })) });
       enqueue.assign({ inflight: [...context.inflight, ...sending] });
     }),
-    sendOpenNow: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'open') return;
-      enqueue.sendTo('link', { type: 'send-open', id: event.id, name: event.name });
-      enqueue.assign({ inflight: [...context.inflight, { kind: 'open', id: event.id, name: event.name }] });
+    sendOpenNow: enqueueActions(({ context, enqueue }, job: OpenJob) => {
+      enqueue.sendTo('link', { type: 'send-open', id: job.id, name: job.name });
+      enqueue.assign({ inflight: [...context.inflight, job] });
     }),
-    settleOpen: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'server.opened') return;
-      if (!context.inflight.some((m) => m.id === event.id)) return;
-      enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== event.id) });
-      enqueue.emit({ type: 'opened', id: event.id, result: event.result });
+    settleOpen: enqueueActions(({ context, enqueue }, { id, result }: { id: number; result: OpenResultInfo }) => {
+      if (!context.inflight.some((m) => m.id === id)) return;
+      enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== id) });
+      enqueue.emit({ type: 'opened', id, result });
     }),
     /** Settles every acknowledged message that is still in flight (acks from one read come together). */
-    settleMessages: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'server.ack') return;
+    settleMessages: enqueueActions(({ context, enqueue }, { acks }: { acks: { id: number; text: string }[] }) => {
       const waiting = new Set<number>();
       for (const job of context.inflight) if (job.kind === 'message') waiting.add(job.id);
       const settled = new Set<number>();
-      for (const ack of event.acks) {
+      for (const ack of acks) {
         if (!waiting.has(ack.id) || settled.has(ack.id)) continue;
         settled.add(ack.id);
         enqueue.emit({ type: 'reply', id: ack.id, text: ack.text });
       }
       if (settled.size > 0) enqueue.assign({ inflight: context.inflight.filter((m) => !settled.has(m.id)) });
     }),
-    failMessage: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'server.error' || event.error.id === undefined) return;
-      const id = event.error.id;
-      if (!context.inflight.some((m) => m.id === id)) return;
+    failMessage: enqueueActions(({ context, enqueue }, { error }: { error: ErrorInfo }) => {
+      const id = error.id;
+      if (id === undefined || !context.inflight.some((m) => m.id === id)) return;
       enqueue.assign({ inflight: context.inflight.filter((m) => m.id !== id) });
-      enqueue.emit({ type: 'failed', id, error: serverError(event.error) });
+      enqueue.emit({ type: 'failed', id, error: serverError(error) });
     }),
-    takeUpload: assign({
-      current: ({ context }) => context.queue[0] as UploadJob,
-      queue: ({ context }) => context.queue.slice(1),
+    /** Offers the upload at the head of the queue: the first of a run, or the next one early. */
+    offerUpload: enqueueActions(({ context, enqueue }) => {
+      const job = context.queue[0];
+      if (job?.kind !== 'upload') return;
+      enqueue.assign({ uploads: [...context.uploads, job], queue: context.queue.slice(1) });
+      enqueue.sendTo('link', { type: 'offer-upload', id: job.id, path: job.path, name: job.name, ...(job.open ? { open: true } : {}), ...(job.fresh ? { fresh: true } : {}) });
     }),
-    offerUpload: sendTo('link', ({ context }) => offerCommand(context.current!)),
-    /** Offers the next upload early: the server reads the offer as soon as it has answered the current one. */
-    offerFollowing: enqueueActions(({ context, enqueue }) => {
-      const next = context.queue[0] as UploadJob;
-      enqueue.assign({ following: next, queue: context.queue.slice(1) });
-      enqueue.sendTo('link', offerCommand(next));
+    emitUploadStarted: emit((_, { id, size }: { id: number; size: number }) => ({ type: 'upload-started' as const, id, size })),
+    /** The server accepted the current upload: send it from the offset it named. */
+    streamUpload: enqueueActions(({ context, enqueue }, { id, offset }: { id: number; offset: number }) => {
+      const [current, ...rest] = context.uploads;
+      if (current) enqueue.assign({ uploads: [{ ...current, resumedFrom: offset }, ...rest] });
+      enqueue.sendTo('link', { type: 'stream-upload', id, offset });
     }),
-    /** The current upload is over; the one offered early takes its place. */
-    promoteFollowing: assign({ current: ({ context }) => context.following, following: undefined }),
-    failFollowing: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'upload.unreadable' || !context.following) return;
-      enqueue.emit({ type: 'failed', id: context.following.id, error: event.error });
-      enqueue.assign({ following: undefined });
+    emitProgress: emit((_, progress: { id: number; sent: number; total: number }) => ({ type: 'progress' as const, ...progress })),
+    /** The current upload is stored; the one offered early, if any, becomes the current one. */
+    settleUpload: enqueueActions(({ context, enqueue }, { result }: { result: UploadResultInfo }) => {
+      const [current, ...rest] = context.uploads;
+      if (!current) return;
+      enqueue.emit({ type: 'uploaded', id: current.id, result, resumedFrom: current.resumedFrom ?? 0 });
+      enqueue.assign({ uploads: rest });
     }),
-    streamUpload: sendTo('link', ({ event }) => ({ type: 'stream-upload' as const, id: event.type === 'server.accept' ? event.id : -1, offset: event.type === 'server.accept' ? event.offset : 0 })),
-    assignResumedFrom: assign({
-      current: ({ context, event }) => (context.current && event.type === 'server.accept' ? { ...context.current, resumedFrom: event.offset } : context.current),
+    /** The current upload failed; the one offered early, if any, becomes the current one. */
+    failUpload: enqueueActions(({ context, enqueue }, { error }: { error: FerryError }) => {
+      const [current, ...rest] = context.uploads;
+      if (!current) return;
+      enqueue.emit({ type: 'failed', id: current.id, error });
+      enqueue.assign({ uploads: rest });
     }),
-    emitUploadStarted: emit(({ event }) => ({ type: 'upload-started' as const, id: event.type === 'upload.offered' ? event.id : -1, size: event.type === 'upload.offered' ? event.size : 0 })),
-    emitProgress: emit(({ event }) =>
-      event.type === 'upload.progress' ? { type: 'progress' as const, id: event.id, sent: event.sent, total: event.total } : { type: 'progress' as const, id: -1, sent: 0, total: 0 },
-    ),
-    settleUpload: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'server.done' || !context.current) return;
-      enqueue.emit({ type: 'uploaded', id: context.current.id, result: event.result, resumedFrom: context.current.resumedFrom ?? 0 });
-      enqueue.assign({ current: undefined });
+    /** The upload offered early cannot be read: it fails, and the current one carries on alone. */
+    failNextUpload: enqueueActions(({ context, enqueue }, { error }: { error: FerryError }) => {
+      const [current, next] = context.uploads;
+      if (!current || !next) return;
+      enqueue.emit({ type: 'failed', id: next.id, error });
+      enqueue.assign({ uploads: [current] });
     }),
-    failUpload: enqueueActions(({ context, event, enqueue }) => {
-      if (!context.current) return;
-      const error = event.type === 'server.error' ? serverError(event.error) : event.type === 'upload.unreadable' ? event.error : new FerryError('E_STORE_FAILED');
-      enqueue.emit({ type: 'failed', id: context.current.id, error });
-      enqueue.assign({ current: undefined });
-    }),
-    assignWelcome: assign({
-      serverLimits: ({ context, event }) =>
-        event.type === 'link.up' ? { maxFrame: event.welcome.maxFrame, maxMessage: event.welcome.maxMessage } : context.serverLimits,
-    }),
-    markUp: assign({ attempt: 0, lastError: undefined }),
-    emitConnected: emit(({ event }) => ({ type: 'connected' as const, session: event.type === 'link.up' ? event.welcome.session : '' })),
+    markUp: assign((_, { welcome }: { welcome: WelcomeInfo }) => ({
+      serverLimits: { maxFrame: welcome.maxFrame, maxMessage: welcome.maxMessage },
+      attempt: 0,
+      lastError: undefined,
+      retryExpired: false,
+    })),
+    /** A connection worked: the budget starts afresh at the next failure. */
+    stopRetryBudget: cancel(RETRY_BUDGET),
+    emitConnected: emit((_, { session }: { session: string }) => ({ type: 'connected' as const, session })),
     /** Puts what was in flight back at the front of the queue, in the order it was first sent. */
     requeue: assign({
-      queue: ({ context }) => [...context.inflight, ...(context.current ? [context.current] : []), ...(context.following ? [context.following] : []), ...context.queue],
+      queue: ({ context }) => [...context.inflight, ...context.uploads, ...context.queue],
       inflight: [],
-      current: undefined,
-      following: undefined,
+      uploads: [],
     }),
-    recordFailure: assign({
-      attempt: ({ context }) => context.attempt + 1,
-      // The first failure after a working connection starts the retry budget afresh.
-      downSince: ({ context }) => (context.attempt === 0 && context.lastError === undefined ? Date.now() : context.downSince),
-      retryDelayMs: ({ context }) => backoffDelay(context.settings.retry, context.attempt),
-      lastError: ({ event, context }) => (event.type === 'link.down' ? event.error : context.lastError),
+    /** Counts the failure and picks the next delay; the first failure in a row starts the retry budget. */
+    recordFailure: enqueueActions(({ context, enqueue }, { error }: { error: FerryError }) => {
+      const { retry } = context.settings;
+      if (context.attempt === 0 && retry.forMs !== undefined) enqueue.raise({ type: 'retry.expired' }, { id: RETRY_BUDGET, delay: retry.forMs });
+      enqueue.assign({ attempt: context.attempt + 1, retryDelayMs: backoffDelay(retry, context.attempt), lastError: error });
     }),
-    emitRetrying: emit(({ context }) => ({
-      type: 'retrying' as const,
-      attempt: context.attempt,
-      delayMs: context.retryDelayMs,
-      error: context.lastError ?? new FerryError('E_CONNECTION_LOST'),
-    })),
+    markRetryExpired: assign({ retryExpired: true }),
+    emitRetrying: emit(({ context }, { error }: { error: FerryError }) => ({ type: 'retrying' as const, attempt: context.attempt, delayMs: context.retryDelayMs, error })),
     /** Ends the client: whatever the server has not confirmed is reported as failed, with the reason. */
-    failEverything: enqueueActions(({ context, event, enqueue }, params: { reason: 'closed' | 'gave-up' | 'fatal' }) => {
+    failEverything: enqueueActions(({ context, enqueue }, ending: Ending) => {
       const error =
-        params.reason === 'fatal' && event.type === 'link.down'
-          ? event.error
-          : params.reason === 'gave-up'
+        ending.reason === 'fatal'
+          ? ending.error
+          : ending.reason === 'gave-up'
             ? new FerryError(
                 'E_GAVE_UP',
                 `The server could not be reached for ${Math.round((context.settings.retry.forMs ?? 0) / 1000)} s: ${context.lastError?.message ?? 'no answer'}`,
               )
             : new FerryError('E_CLOSED', 'The client was closed before the server confirmed this.');
-      const jobs = [...context.inflight, ...(context.current ? [context.current] : []), ...(context.following ? [context.following] : []), ...context.queue];
+      const jobs = [...context.inflight, ...context.uploads, ...context.queue];
       for (const job of jobs) enqueue.emit({ type: 'failed', id: job.id, error });
-      const clean = params.reason === 'closed' && jobs.length === 0;
-      enqueue.assign({ queue: [], inflight: [], current: undefined, following: undefined, lastError: clean ? undefined : error });
+      const clean = ending.reason === 'closed' && jobs.length === 0;
+      enqueue.assign({ queue: [], inflight: [], uploads: [], lastError: clean ? undefined : error });
       enqueue.emit({ type: 'disconnected', error: clean ? undefined : error });
     }),
-    refuseClosing: enqueueActions(({ event, enqueue }) => {
+    refuseClosing: enqueueActions(({ enqueue }, { ids }: { ids: number[] }) => {
       const error = new FerryError('E_CLOSED', 'The client is closing; nothing more can be sent on it.');
-      const ids = event.type === 'messages' ? event.messages.map((m) => m.id) : ['id' in event ? (event.id as number) : -1];
       for (const id of ids) enqueue.emit({ type: 'failed', id, error });
     }),
-    closeLink: sendTo('link', ({ event }) => ({ type: 'close' as const, sayExit: event.type === 'close' && event.sayExit === true })),
+    closeLink: sendTo('link', (_, { sayExit }: { sayExit: boolean }) => ({ type: 'close' as const, sayExit })),
   },
 }).createMachine({
   id: 'client',
   context: ({ input }) => ({
-    settings: {
-      dial: input.dial,
-      hello: { version: 1, agent: input.agent, clientId: input.clientId },
-      retry: input.retry,
-      handshakeMs: input.handshakeMs,
-      rateLimit: input.rateLimit,
-      maxQueued: input.maxQueued ?? 10_000,
-      book: input.book,
-      server: input.server,
-      heartbeatMs: input.heartbeatMs,
-      token: input.token,
-      pipelineUploads: input.pipelineUploads ?? true,
-    },
+    settings: input,
     queue: [],
     inflight: [],
-    current: undefined,
-    following: undefined,
+    uploads: [],
     serverLimits: DEFAULT_LIMITS,
     attempt: 0,
-    downSince: Date.now(),
     lastError: undefined,
+    retryExpired: false,
     retryDelayMs: 0,
   }),
   initial: 'online',
+  // Work handed over is queued, as far as `maxQueued` allows, in every state that cannot send it
+  // at once (connecting, uploading, retrying); `idle` sends it and `closing` refuses it.
+  on: {
+    message: [
+      { guard: 'queueFull', actions: { type: 'refuseQueueFull', params: ({ event }) => ({ id: event.id }) } },
+      { actions: { type: 'enqueueJob', params: ({ event }) => ({ job: { kind: 'message', id: event.id, text: event.text } }) } },
+    ],
+    messages: { actions: { type: 'enqueueMessages', params: ({ event }) => ({ messages: event.messages }) } },
+    upload: [
+      { guard: 'queueFull', actions: { type: 'refuseQueueFull', params: ({ event }) => ({ id: event.id }) } },
+      { actions: { type: 'enqueueJob', params: ({ event }) => ({ job: uploadJob(event) }) } },
+    ],
+    open: [
+      { guard: 'queueFull', actions: { type: 'refuseQueueFull', params: ({ event }) => ({ id: event.id }) } },
+      { actions: { type: 'enqueueJob', params: ({ event }) => ({ job: { kind: 'open', id: event.id, name: event.name } }) } },
+    ],
+    'retry.expired': { actions: 'markRetryExpired' },
+  },
   states: {
     online: {
       description: 'A connection exists or is being made.',
       invoke: {
         id: 'link',
         src: 'link',
-        input: ({ context }) => ({
-          dial: context.settings.dial,
-          hello: context.settings.hello,
-          limits: DEFAULT_LIMITS,
-          handshakeMs: context.settings.handshakeMs,
-          book: context.settings.book,
-          server: context.settings.server,
-          heartbeatMs: context.settings.heartbeatMs,
-          ...(context.settings.token !== undefined ? { token: context.settings.token } : {}),
-          ...(context.settings.rateLimit ? { rateLimit: context.settings.rateLimit } : {}),
-        }),
+        input: ({ context }) => context.settings.link,
       },
       on: {
+        // Answers to requests: the server gives them while connected, and still while closing.
+        'server.ack': { actions: { type: 'settleMessages', params: ({ event }) => ({ acks: event.acks }) } },
+        'server.opened': { actions: { type: 'settleOpen', params: ({ event }) => ({ id: event.id, result: event.result }) } },
+        'server.error': { actions: { type: 'failMessage', params: ({ event }) => ({ error: event.error }) } },
         'link.down': [
-          { guard: 'fatal', target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'fatal' } } },
-          { target: 'retrying', actions: ['requeue', 'recordFailure'] },
+          {
+            guard: { type: 'fatal', params: ({ event }) => ({ error: event.error }) },
+            target: 'disconnected',
+            actions: { type: 'failEverything', params: ({ event }) => ({ reason: 'fatal', error: event.error }) },
+          },
+          {
+            target: 'retrying',
+            actions: [
+              'requeue',
+              { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) },
+              { type: 'emitRetrying', params: ({ event }) => ({ error: event.error }) },
+            ],
+          },
         ],
       },
       initial: 'connecting',
@@ -432,11 +398,14 @@ export const clientMachine = setup({
         connecting: {
           description: 'Dialling the server and exchanging hello and welcome.',
           on: {
-            'link.up': { target: 'connected', actions: ['assignWelcome', 'markUp', 'emitConnected'] },
-            message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-            messages: { actions: 'enqueueMessages' },
-            upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-            open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
+            'link.up': {
+              target: 'connected',
+              actions: [
+                { type: 'markUp', params: ({ event }) => ({ welcome: event.welcome }) },
+                'stopRetryBudget',
+                { type: 'emitConnected', params: ({ event }) => ({ session: event.welcome.session }) },
+              ],
+            },
             close: { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
           },
         },
@@ -444,83 +413,105 @@ export const clientMachine = setup({
           description: 'Talking to the server: messages go out at once; uploads go in order, each next one offered while the server checks the last.',
           initial: 'idle',
           on: {
-            'server.ack': { actions: 'settleMessages' },
-            'server.opened': { actions: 'settleOpen' },
-            'server.error': { actions: 'failMessage' },
-            close: { target: 'closing' },
+            close: { target: 'closing', actions: { type: 'closeLink', params: ({ event }) => ({ sayExit: event.sayExit === true }) } },
           },
           states: {
             idle: {
               description: 'Nothing is being uploaded.',
               entry: 'flushMessages',
-              always: { guard: 'nextIsUpload', target: 'uploading', actions: 'takeUpload' },
+              always: { guard: 'nextIsUpload', target: 'uploading', actions: 'offerUpload' },
               on: {
-                message: [{ guard: 'tooLarge', actions: 'refuseTooLarge' }, { actions: 'sendMessagesNow' }],
-                messages: { actions: 'sendMessagesNow' },
-                open: { actions: 'sendOpenNow' },
-                upload: { target: 'idle', reenter: true, actions: 'enqueueJob' },
+                message: { actions: { type: 'sendMessagesNow', params: ({ event }) => ({ messages: [{ id: event.id, text: event.text }] }) } },
+                messages: { actions: { type: 'sendMessagesNow', params: ({ event }) => ({ messages: event.messages }) } },
+                open: { actions: { type: 'sendOpenNow', params: ({ event }) => ({ kind: 'open', id: event.id, name: event.name }) } },
+                upload: { target: 'idle', reenter: true, actions: { type: 'enqueueJob', params: ({ event }) => ({ job: uploadJob(event) }) } },
               },
             },
             uploading: {
-              description: 'Offering a file, then streaming it, then waiting for the server to confirm it.',
-              entry: 'offerUpload',
+              description: 'Sending the current upload, phase by phase; new work waits behind it.',
+              initial: 'offering',
               on: {
-                message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-                messages: { actions: 'enqueueMessages' },
-                upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-                open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-                'upload.offered': [
-                  { guard: 'isCurrentUpload', actions: 'emitUploadStarted' },
-                  { guard: 'isFollowingUpload', actions: 'emitUploadStarted' },
-                ],
-                'server.accept': { guard: 'isCurrentUpload', actions: ['assignResumedFrom', 'streamUpload'] },
-                'upload.progress': { actions: 'emitProgress' },
-                'upload.sent': { guard: 'canOfferFollowing', actions: 'offerFollowing' },
-                // When the current upload is over, one offered early carries on without a new offer.
-                'server.done': [
-                  { guard: and(['isCurrentUpload', 'hasFollowing']), actions: ['settleUpload', 'promoteFollowing'] },
-                  { guard: 'isCurrentUpload', target: 'idle', actions: 'settleUpload' },
-                ],
-                'server.error': [
-                  { guard: and(['isCurrentUpload', 'hasFollowing']), actions: ['failUpload', 'promoteFollowing'] },
-                  { guard: 'isCurrentUpload', target: 'idle', actions: 'failUpload' },
-                  { actions: 'failMessage' },
-                ],
-                'upload.unreadable': [
-                  { guard: and(['isCurrentUpload', 'hasFollowing']), actions: ['failUpload', 'promoteFollowing'] },
-                  { guard: 'isCurrentUpload', target: 'idle', actions: 'failUpload' },
-                  { guard: 'isFollowingUpload', actions: 'failFollowing' },
-                ],
+                // In any phase, the server may refuse the current upload and the file may fail to read.
+                'server.error': {
+                  guard: { type: 'isCurrentUpload', params: ({ event }) => ({ id: event.error.id }) },
+                  target: 'idle',
+                  actions: { type: 'failUpload', params: ({ event }) => ({ error: serverError(event.error) }) },
+                },
+                'upload.unreadable': { target: 'idle', actions: { type: 'failUpload', params: ({ event }) => ({ error: event.error }) } },
+              },
+              states: {
+                offering: {
+                  description: 'The file is checked and offered; waiting for the server to accept it, and say from which offset.',
+                  on: {
+                    'upload.offered': { actions: { type: 'emitUploadStarted', params: ({ event }) => ({ id: event.id, size: event.size }) } },
+                    'server.accept': {
+                      guard: { type: 'isCurrentUpload', params: ({ event }) => ({ id: event.id }) },
+                      target: 'streaming',
+                      actions: { type: 'streamUpload', params: ({ event }) => ({ id: event.id, offset: event.offset }) },
+                    },
+                  },
+                },
+                streaming: {
+                  description: "Sending the file's bytes from the accepted offset.",
+                  on: {
+                    'upload.progress': { actions: { type: 'emitProgress', params: ({ event }) => ({ id: event.id, sent: event.sent, total: event.total }) } },
+                    'upload.sent': [{ guard: 'canOfferNext', target: 'confirming.withNext', actions: 'offerUpload' }, { target: 'confirming' }],
+                  },
+                },
+                confirming: {
+                  description: 'All bytes are sent; waiting for the server to verify and store the file.',
+                  initial: 'alone',
+                  states: {
+                    alone: {
+                      description: 'Nothing else is offered meanwhile.',
+                      on: {
+                        'server.done': {
+                          guard: { type: 'isCurrentUpload', params: ({ event }) => ({ id: event.result.id }) },
+                          target: '#client.online.connected.idle',
+                          actions: { type: 'settleUpload', params: ({ event }) => ({ result: event.result }) },
+                        },
+                      },
+                    },
+                    withNext: {
+                      description: "The next upload is offered already; the server reads its offer once it has answered this one, and it carries on from there.",
+                      on: {
+                        'upload.offered': { actions: { type: 'emitUploadStarted', params: ({ event }) => ({ id: event.id, size: event.size }) } },
+                        'upload.unreadable': { target: 'alone', actions: { type: 'failNextUpload', params: ({ event }) => ({ error: event.error }) } },
+                        'server.done': {
+                          guard: { type: 'isCurrentUpload', params: ({ event }) => ({ id: event.result.id }) },
+                          target: '#client.online.connected.uploading.offering',
+                          actions: { type: 'settleUpload', params: ({ event }) => ({ result: event.result }) },
+                        },
+                        'server.error': {
+                          guard: { type: 'isCurrentUpload', params: ({ event }) => ({ id: event.error.id }) },
+                          target: '#client.online.connected.uploading.offering',
+                          actions: { type: 'failUpload', params: ({ event }) => ({ error: serverError(event.error) }) },
+                        },
+                      },
+                    },
+                  },
+                },
               },
             },
           },
         },
         closing: {
           description: 'Saying goodbye and waiting for the server to close the connection.',
-          entry: 'closeLink',
           on: {
-            message: { actions: 'refuseClosing' },
-            messages: { actions: 'refuseClosing' },
-            upload: { actions: 'refuseClosing' },
-            open: { actions: 'refuseClosing' },
-            'server.ack': { actions: 'settleMessages' },
-            'server.opened': { actions: 'settleOpen' },
-            'server.error': { actions: 'failMessage' },
+            message: { actions: { type: 'refuseClosing', params: ({ event }) => ({ ids: [event.id] }) } },
+            messages: { actions: { type: 'refuseClosing', params: ({ event }) => ({ ids: event.messages.map((m) => m.id) }) } },
+            upload: { actions: { type: 'refuseClosing', params: ({ event }) => ({ ids: [event.id] }) } },
+            open: { actions: { type: 'refuseClosing', params: ({ event }) => ({ ids: [event.id] }) } },
             'link.down': { target: '#client.disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
           },
         },
       },
     },
     retrying: {
-      description: 'The server is unreachable: waiting a growing, jittered delay before the next attempt.',
-      entry: 'emitRetrying',
-      always: { guard: 'gaveUp', target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'gave-up' } } },
+      description: 'The server is unreachable: waiting a growing, jittered delay before the next attempt; giving up once the retry budget is spent.',
+      always: { guard: 'retryExpired', target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'gave-up' } } },
       after: { backoff: { target: 'online' } },
       on: {
-        message: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-        messages: { actions: 'enqueueMessages' },
-        upload: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
-        open: [{ guard: 'queueFull', actions: 'refuseQueueFull' }, { actions: 'enqueueJob' }],
         close: { target: 'disconnected', actions: { type: 'failEverything', params: { reason: 'closed' } } },
       },
     },

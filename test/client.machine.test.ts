@@ -1,11 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { backoffDelay, type RetryPolicy } from '../machines/client.machine.js';
+import { createActor, type StateValue } from 'xstate';
+import { backoffDelay, clientMachine, type RetryPolicy } from '../machines/client.machine.js';
 import { encode } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS, PREAMBLE_LENGTH } from '../transport/frames.js';
 import { content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
-import { ClientHarness, refused, type ClientHarnessOptions, type FakeServer, type ServerConn } from './helpers/client-harness.js';
+import { ClientHarness, FakeServer, refused, type ClientHarnessOptions, type ServerConn } from './helpers/client-harness.js';
+import { createClient } from '../index.js';
 
 const harnesses: ClientHarness[] = [];
 
@@ -23,6 +25,11 @@ afterEach(() => {
   for (const h of harnesses.splice(0)) h.dispose();
   removeTempDirs();
 });
+
+/** The state value of `online.connected.uploading` in the given phase. */
+function uploading(phase: StateValue): StateValue {
+  return { online: { connected: { uploading: phase } } };
+}
 
 function file(bytes: Buffer, name = 'file.bin'): string {
   const p = path.join(tempDir(), name);
@@ -211,13 +218,18 @@ describe('client: uploads', () => {
     const p = file(body, 'photo.jpg');
     const entered = h.processed('upload');
     h.actor.send({ type: 'upload', id: 5, path: p });
-    expect((await entered).value).toEqual({ online: { connected: 'uploading' } });
+    expect((await entered).value).toEqual(uploading('offering'));
+    expect(h.actor.getSnapshot().context.uploads.map((j) => j.id)).toEqual([5]);
     const { offer } = await conn.expect('upload-offer');
     expect(offer).toEqual({ id: 5, name: 'photo.jpg', size: body.length });
     expect(await h.next('upload-started')).toEqual({ type: 'upload-started', id: 5, size: body.length });
 
+    const accepted = h.processed('server.accept');
+    const sent = h.processed('upload.sent');
     conn.accept(5);
+    expect((await accepted).value).toEqual(uploading('streaming'));
     const { bytes, end } = await conn.receiveUpload();
+    expect((await sent).value).toEqual(uploading({ confirming: 'alone' }));
     expect(bytes.equals(body)).toBe(true);
     expect(end).toEqual({ type: 'upload-end', id: 5, sha256: sha256(body) });
     const progress = h.all('progress');
@@ -229,7 +241,7 @@ describe('client: uploads', () => {
     conn.done(result);
     expect((await done).value).toEqual({ online: { connected: 'idle' } });
     expect(await h.next('uploaded')).toEqual({ type: 'uploaded', id: 5, resumedFrom: 0, result });
-    expect(h.actor.getSnapshot().context.current).toBeUndefined();
+    expect(h.actor.getSnapshot().context.uploads).toEqual([]);
   });
 
   it('offers the name it was given and works through uploads and messages in the order handed over', async () => {
@@ -345,7 +357,7 @@ describe('client: losing and regaining the server', () => {
     first.transport.reset();
     expect((await down).value).toBe('retrying');
     expect(h.actor.getSnapshot().context.queue).toEqual([expect.objectContaining({ kind: 'upload', id: 5 })]);
-    expect(h.actor.getSnapshot().context.current).toBeUndefined();
+    expect(h.actor.getSnapshot().context.uploads).toEqual([]);
 
     const second = await h.connect();
     const again = await second.takeUpload();
@@ -409,6 +421,36 @@ describe('client: losing and regaining the server', () => {
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) delays.push((await h.next('retrying')).delayMs);
     expect(delays).toEqual([5, 10, 20, 20, 20]);
+  });
+
+  it('gives up as soon as the budget is spent while it waits, without another attempt', async () => {
+    const h = start({ simulated: true, retry: { initialMs: 10_000, maxMs: 10_000, forMs: 3_000 } }, (server) => (server.refuseAll = refused()));
+    h.actor.send({ type: 'message', id: 1, text: 'never sent' });
+    expect((await h.next('retrying')).delayMs).toBeGreaterThanOrEqual(5_000);
+    h.clock.increment(2_999);
+    expect(h.value()).toBe('retrying');
+    h.clock.increment(1);
+    expect(h.value()).toBe('disconnected');
+    expect(await h.next('failed')).toMatchObject({ id: 1, error: { code: 'E_GAVE_UP' } });
+    expect((await h.next('disconnected')).error?.message).toContain('3 s');
+    expect(h.server.dials).toBe(1);
+  });
+
+  it('starts the budget afresh after a connection that worked', async () => {
+    const h = start({ simulated: true, retry: { initialMs: 1_000, maxMs: 1_000, forMs: 1_500 } });
+    const first = await h.connect();
+    first.transport.reset();
+    await h.next('retrying');
+    h.clock.increment(1_000);
+    // The attempt after the drop works before the budget is spent: the drop's timer is cancelled.
+    const second = await h.connect();
+    h.clock.increment(1_000);
+    expect(h.actor.getSnapshot().context.retryExpired).toBe(false);
+    const down = h.processed('link.down');
+    second.transport.reset();
+    expect((await down).value).toBe('retrying');
+    h.clock.increment(1_499);
+    expect(h.value()).not.toBe('disconnected');
   });
 });
 
@@ -544,16 +586,16 @@ describe('client: uploads one after another', () => {
     expect((await conn.receiveUpload()).bytes).toEqual(a);
     // Before the server has said anything about the first, the second is offered.
     expect((await conn.expect('upload-offer')).offer).toEqual({ id: 2, name: 'b.bin', size: b.length });
-    expect(h.actor.getSnapshot().context.current?.id).toBe(1);
-    expect(h.actor.getSnapshot().context.following?.id).toBe(2);
+    expect(h.value()).toEqual(uploading({ confirming: 'withNext' }));
+    expect(h.actor.getSnapshot().context.uploads.map((j) => j.id)).toEqual([1, 2]);
     expect(await h.next('upload-started', (e) => e.id === 2)).toEqual({ type: 'upload-started', id: 2, size: b.length });
 
     const done = h.processed('server.done');
     conn.done({ id: 1, savedAs: 'a.bin', bytes: a.length, sha256: sha256(a) });
     const after = await done;
-    expect(after.value).toEqual({ online: { connected: 'uploading' } });
-    expect(after.context.current?.id).toBe(2);
-    expect(after.context.following).toBeUndefined();
+    // The early offer carries on as the current upload, waiting for its accept without a second offer.
+    expect(after.value).toEqual(uploading('offering'));
+    expect(after.context.uploads.map((j) => j.id)).toEqual([2]);
     expect((await h.next('uploaded', (e) => e.id === 1)).result.savedAs).toBe('a.bin');
 
     conn.accept(2);
@@ -618,7 +660,9 @@ describe('client: uploads one after another', () => {
     const sent = h.processed('upload.sent');
     conn.accept(1);
     await conn.receiveUpload();
-    expect((await sent).context.following).toBeUndefined();
+    const afterSent = await sent;
+    expect(afterSent.value).toEqual(uploading({ confirming: 'alone' }));
+    expect(afterSent.context.uploads.map((j) => j.id)).toEqual([1]);
     expect(conn.tokens.pending).toEqual([]);
     conn.done({ id: 1, savedAs: 'a.bin', bytes: a.length, sha256: sha256(a) });
     expect((await conn.expect('upload-offer')).offer.id).toBe(2);
@@ -708,6 +752,49 @@ describe('client: messages handed over together', () => {
     second.transport.write(Buffer.concat([1, 2, 3].map((id) => encode.messageAck(id, `m${id}`))));
     for (const id of [1, 2, 3]) expect(await h.next('reply', (e) => e.id === id)).toMatchObject({ id });
     expect(h.all('reply')).toHaveLength(3);
+  });
+});
+
+/** Whether `value` is plain data: no functions, and no objects but plain ones and arrays. */
+function isPlainData(value: unknown): boolean {
+  if (typeof value === 'function') return false;
+  if (value === null || typeof value !== 'object') return true;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== Array.prototype) return false;
+  return Object.values(value).every(isPlainData);
+}
+
+describe('client: what its context and its link input hold', () => {
+  it('keeps plain data only: the dialler, the resume book and the token reach the link by closure', async () => {
+    const server = new FakeServer();
+    const client = createClient({ dial: server.dial, token: 'the-secret-token', heartbeatMs: 0 });
+    const connected = client.connect();
+    const conn = await server.next();
+    await conn.handshake();
+    await connected;
+    const snapshot = client.actor.getSnapshot();
+    const link = snapshot.children.link!.getSnapshot() as { input: unknown };
+    expect(link.input).toEqual(snapshot.context.settings.link);
+    expect(isPlainData(snapshot.context)).toBe(true);
+    expect(isPlainData(link.input)).toBe(true);
+    expect(JSON.stringify({ context: snapshot.context, input: link.input })).not.toContain('the-secret-token');
+    const closed = client.close();
+    await conn.expect('bye');
+    conn.transport.end();
+    await closed;
+  });
+});
+
+describe('client: without a link', () => {
+  it('fails at once, saying how to provide one', () => {
+    const actor = createActor(clientMachine, {
+      input: { link: { hello: { version: 1, agent: 'a' }, limits: DEFAULT_LIMITS, handshakeMs: 1_000, heartbeatMs: 0 }, retry: { initialMs: 5, maxMs: 5, forMs: undefined }, maxQueued: 10, pipelineUploads: true },
+    });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (err) => errors.push(err) });
+    actor.start();
+    expect(actor.getSnapshot().status).toBe('error');
+    expect(String(errors[0])).toMatch(/no link: provide one with clientMachine\.provide/);
   });
 });
 

@@ -116,7 +116,8 @@ function describeEvent(event: ModelEvent): string {
   if (e.type === 'auth') return `auth(${(e as { mac?: string }).mac === WRONG_MAC ? 'wrong' : 'right'})`;
   if (e.type === 'server.error') return `${type}(#${e.error!.id})`;
   if (e.type === 'server.ack') return `${type}(${(e as { acks?: { id: number }[] }).acks!.map((a) => `#${a.id}`).join(',')})`;
-  if (e.type === 'server.opened') return `${type}(#${e.id})`;
+  if (e.type === 'server.opened' || e.type === 'server.accept' || e.type === 'upload.sent' || e.type === 'upload') return `${type}(#${e.id})`;
+  if (e.type === 'server.done') return `${type}(#${(e as { result?: { id: number } }).result!.id})`;
   return type;
 }
 
@@ -456,46 +457,68 @@ describe('session model', () => {
 const MESSAGE_ID = 1;
 const UPLOAD_ID = 2;
 const OPEN_ID = 3;
+/** A second upload, so that one can be offered while the first is being confirmed. */
+const NEXT_UPLOAD_ID = 4;
 const uploadDir = tempDir('ferry-model-');
-const UPLOAD_FILE = path.join(uploadDir, 'model-upload.bin');
-const UPLOAD_CONTENT = content(3000, 21);
-fs.writeFileSync(UPLOAD_FILE, UPLOAD_CONTENT);
+/**
+ * Large enough that, while the fake server does not read, the link stops in the middle of the
+ * file (it waits for `drain` past 1 MiB on the wire): `streaming` lasts until the driver lets the
+ * bytes through, so the graph's events in that phase can really happen in it.
+ */
+const UPLOAD_SIZE = 1_100_000;
+const FILES = new Map(
+  [UPLOAD_ID, NEXT_UPLOAD_ID].map((id) => {
+    const file = path.join(uploadDir, `model-upload-${id}.bin`);
+    const bytes = content(UPLOAD_SIZE, 20 + id);
+    fs.writeFileSync(file, bytes);
+    return [id, { file, name: path.basename(file), sha256: sha256(bytes) }] as const;
+  }),
+);
+const fileOf = (id: number) => FILES.get(id)!;
 
 const C = {
   linkUp: { type: 'link.up', welcome: { version: 1, agent: 'model', session: 's', maxMessage: DEFAULT_LIMITS.maxMessage, maxFrame: DEFAULT_LIMITS.maxFrame } },
   linkDown: { type: 'link.down', error: new FerryError('E_CONNECTION_LOST') },
   linkFatal: { type: 'link.down', error: new FerryError('E_BAD_PREAMBLE') },
   message: { type: 'message', id: MESSAGE_ID, text: 'm1' },
-  upload: { type: 'upload', id: UPLOAD_ID, path: UPLOAD_FILE },
+  upload: { type: 'upload', id: UPLOAD_ID, path: fileOf(UPLOAD_ID).file },
+  nextUpload: { type: 'upload', id: NEXT_UPLOAD_ID, path: fileOf(NEXT_UPLOAD_ID).file },
   open: { type: 'open', id: OPEN_ID, name: 'stored.png' },
   close: { type: 'close' },
   backoff: { type: 'xstate.after.backoff.client.retrying' },
 } as const;
 
+const accept = (id: number) => ({ type: 'server.accept', id, offset: 0 });
+const sent = (id: number) => ({ type: 'upload.sent', id, sha256: fileOf(id).sha256 });
+const done = (id: number) => ({ type: 'server.done', result: { id, savedAs: fileOf(id).name, bytes: UPLOAD_SIZE, sha256: fileOf(id).sha256 } });
+const refuse = (id: number) => ({ type: 'server.error', error: { code: 'E_NO_SPACE', message: 'Full.', id } });
+
 function clientEvents(s: ClientSnapshot): ModelEvent[] {
-  const { queue, inflight, current } = s.context;
-  const jobs = [...queue, ...inflight, ...(current ? [current] : [])].map((j) => j.id);
-  const newWork = [...(jobs.includes(MESSAGE_ID) ? [] : [C.message]), ...(jobs.includes(UPLOAD_ID) ? [] : [C.upload]), ...(jobs.includes(OPEN_ID) ? [] : [C.open])];
+  const { queue, inflight, uploads } = s.context;
+  const jobs = [...queue, ...inflight, ...uploads].map((j) => j.id);
+  const newWork = [C.message, C.upload, C.open].filter((e) => !jobs.includes(e.id));
   const acks = inflight.flatMap((job) => [
     job.kind === 'message' ? { type: 'server.ack', acks: [{ id: job.id, text: job.text }] } : { type: 'server.opened', id: job.id, result: { opened: false, code: 'E_NOT_FOUND', message: 'No such file.' } },
     { type: 'server.error', error: { code: 'E_BAD_UTF8', message: 'Refused.', id: job.id } },
   ]);
+  const always = [...newWork, ...acks, C.linkDown, C.linkFatal, C.close];
+  const current = uploads[0]?.id ?? -1;
+  // Queueing work and settling answers are the same transitions in every phase of an upload: they
+  // are walked in `offering`. Later phases take what moves the upload on, the second upload (to
+  // offer it early), and the ways a connection ends.
+  const later = [...(jobs.includes(NEXT_UPLOAD_ID) ? [] : [C.nextUpload]), C.linkDown, C.linkFatal, C.close];
   switch (valueString(s.value)) {
     case 'online.connecting':
       return [C.linkUp, C.linkDown, C.linkFatal, C.close, ...newWork];
     case 'online.connected.idle':
-      return [...newWork, ...acks, C.linkDown, C.linkFatal, C.close];
-    case 'online.connected.uploading':
-      return [
-        { type: 'server.done', result: { id: current!.id, savedAs: 'model-upload.bin', bytes: UPLOAD_CONTENT.length, sha256: sha256(UPLOAD_CONTENT) } },
-        { type: 'server.error', error: { code: 'E_NO_SPACE', message: 'Full.', id: current!.id } },
-        { type: 'server.accept', id: current!.id, offset: 0 },
-        ...newWork,
-        ...acks,
-        C.linkDown,
-        C.linkFatal,
-        C.close,
-      ];
+      return always;
+    case 'online.connected.uploading.offering':
+      return [accept(current), refuse(current), ...always];
+    case 'online.connected.uploading.streaming':
+      return [sent(current), refuse(current), ...later];
+    case 'online.connected.uploading.confirming.alone':
+    case 'online.connected.uploading.confirming.withNext':
+      return [done(current), refuse(current), ...later];
     case 'online.closing':
       return [...acks.filter((e) => e.type !== 'server.error'), C.linkDown, C.linkFatal];
     case 'retrying':
@@ -510,14 +533,18 @@ const serializeClient = (s: ClientSnapshot) =>
     value: s.value,
     queue: s.context.queue.map((j) => j.id),
     inflight: s.context.inflight.map((j) => j.id),
-    current: s.context.current?.id ?? null,
-    following: s.context.following?.id ?? null,
+    uploads: s.context.uploads.map((j) => j.id),
     status: s.status,
   });
 
 function clientTraversal(events: (s: ClientSnapshot) => ModelEvent[]) {
   return {
-    input: { dial: () => Promise.reject(new Error('not used')), clientId: 'model', agent: 'model', retry: { initialMs: 5, maxMs: 20, forMs: undefined }, handshakeMs: 10_000 },
+    input: {
+      link: { hello: { version: 1, agent: 'model', clientId: 'model' }, limits: DEFAULT_LIMITS, handshakeMs: 10_000, heartbeatMs: 0 },
+      retry: { initialMs: 5, maxMs: 20, forMs: undefined },
+      maxQueued: 100,
+      pipelineUploads: true,
+    },
     serializeState: serializeClient as never,
     events: events as never,
   };
@@ -528,7 +555,8 @@ class ClientDriver {
   private consumed = 0;
   private conn: ServerConn | undefined;
   private helloSeen = false;
-  private accepted = false;
+  /** The server is not reading: the upload being streamed stops in the middle. */
+  private holding = false;
 
   constructor(readonly h: ClientHarness) {}
 
@@ -537,7 +565,7 @@ class ClientDriver {
       this.conn = await this.h.server.next();
       this.consumed++;
       this.helloSeen = false;
-      this.accepted = false;
+      this.holding = false;
     }
     return this.conn!;
   }
@@ -550,6 +578,13 @@ class ClientDriver {
       this.helloSeen = true;
     }
     return conn;
+  }
+
+  /** Lets the bytes held back by the server through. */
+  private release(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    this.conn!.transport.resume();
   }
 
   async cause(from: ClientSnapshot, modelEvent: ModelEvent): Promise<void> {
@@ -584,15 +619,19 @@ class ClientDriver {
         return (await this.linked()).openResult(event.id, event.result);
       case 'server.error':
         return (await this.linked()).error(event.error.code, event.error.message, event.error.id);
-      case 'server.accept':
-        this.accepted = true;
-        return (await this.linked()).accept(UPLOAD_ID);
+      case 'server.accept': {
+        const conn = await this.linked();
+        // Stop reading first: the file then stays in the middle of its stream until upload.sent.
+        conn.transport.pause();
+        this.holding = true;
+        return conn.accept(event.id);
+      }
+      case 'upload.sent':
+        return this.release();
       case 'server.done': {
         const conn = await this.linked();
-        if (!this.accepted) conn.accept(UPLOAD_ID);
-        this.accepted = true;
-        const end = await conn.tokens.skipTo((t) => t.type === 'upload-end', 'the upload to end');
-        expect(end).toEqual({ type: 'upload-end', id: UPLOAD_ID, sha256: sha256(UPLOAD_CONTENT) });
+        const end = await conn.tokens.skipTo((t) => t.type === 'upload-end' && t.id === event.result.id, 'the upload to end');
+        expect(end).toEqual({ type: 'upload-end', id: event.result.id, sha256: fileOf(event.result.id).sha256 });
         return conn.done(event.result);
       }
       default:
@@ -601,40 +640,52 @@ class ClientDriver {
   }
 
   /**
-   * Checks that the client still works where the path left it: when idle, a message round trip;
-   * while uploading, the upload completes.
+   * After each step: waits until every upload the step offered is on the wire (the link checks
+   * the file first), and lets the server read again once nothing is streaming.
+   */
+  async settle(before: ClientSnapshot, after: ClientSnapshot): Promise<void> {
+    if (!after.matches({ online: { connected: { uploading: 'streaming' } } })) this.release();
+    const known = new Set(before.context.uploads.map((j) => j.id));
+    for (const { id } of after.context.uploads.filter((j) => !known.has(j.id))) {
+      const conn = await this.current();
+      await this.h.next('upload-started', (e) => e.id === id);
+      // Taken out of turn: an early offer follows the current upload's bytes, which stay for server.done.
+      const offer = await conn.tokens.next((t) => t.type === 'upload-offer' && t.offer.id === id, 'the upload offer');
+      expect(offer).toEqual({ type: 'upload-offer', offer: { id, name: fileOf(id).name, size: UPLOAD_SIZE, key: expect.stringMatching(/^[0-9a-f]{32}$/) } });
+    }
+  }
+
+  /**
+   * Checks that the client still works where the path left it: uploads under way finish, phase by
+   * phase, and each is reported as uploaded; then, connected and idle, a message makes the round trip.
    */
   async probe(): Promise<void> {
     const { h } = this;
-    const state = valueString(h.value());
-    if (state === 'online.connected.idle') {
+    const finishing = new Set<number>();
+    for (let step = 0; step < 12; step++) {
+      const before = h.actor.getSnapshot();
+      const id = before.context.uploads[0]?.id;
+      const phase = valueString(before.value);
+      const event = phase.endsWith('offering') ? accept(id!) : phase.endsWith('streaming') ? sent(id!) : phase.includes('confirming') ? done(id!) : undefined;
+      if (!event) break;
+      if (event.type === 'server.done') finishing.add(id!);
+      const processed = h.processed(event.type);
+      await this.cause(before, event);
+      await this.settle(before, await processed);
+    }
+    for (const id of finishing) expect(await h.next('uploaded', (e) => e.id === id)).toMatchObject({ id, result: { savedAs: fileOf(id).name } });
+    if (valueString(h.value()) === 'online.connected.idle') {
       const conn = await this.linked();
       h.actor.send({ type: 'message', id: 99, text: 'probe' });
       await conn.tokens.skipTo((t) => t.type === 'message' && t.id === 99, 'the probe message');
       conn.ack(99, 'probe');
       expect(await h.next('reply', (e) => e.id === 99)).toEqual({ type: 'reply', id: 99, text: 'probe' });
-    } else if (state === 'online.connected.uploading') {
-      const done = h.processed('server.done');
-      await this.cause(h.actor.getSnapshot(), { type: 'server.done', result: { id: UPLOAD_ID, savedAs: 'x', bytes: UPLOAD_CONTENT.length, sha256: sha256(UPLOAD_CONTENT) } });
-      expect((await done).value).toEqual({ online: { connected: 'idle' } });
-      expect(await h.next('uploaded', (e) => e.id === UPLOAD_ID)).toMatchObject({ result: { savedAs: 'x' } });
     }
-  }
-
-  /** After a step that started an upload, waits until its offer is on the wire. */
-  async settle(before: ClientSnapshot, after: ClientSnapshot): Promise<void> {
-    const uploading = { online: { connected: 'uploading' } } as const;
-    if (!after.matches(uploading) || before.matches(uploading)) return;
-    const conn = await this.current();
-    await this.h.next('upload-started', (e) => e.id === UPLOAD_ID);
-    const offer = await conn.tokens.skipTo((t) => t.type === 'upload-offer', 'the upload offer');
-    expect(offer).toEqual({ type: 'upload-offer', offer: { id: UPLOAD_ID, name: 'model-upload.bin', size: UPLOAD_CONTENT.length } });
-    this.accepted = false;
   }
 }
 
 async function replayClient(p: AnyPath, coverage: Coverage): Promise<void> {
-  const h = new ClientHarness({ simulated: true, retry: { initialMs: 5, maxMs: 20 } }).start();
+  const h = new ClientHarness({ simulated: true, retry: { initialMs: 5, maxMs: 20 }, clientId: 'model' }).start();
   const driver = new ClientDriver(h);
   try {
     expect(h.value()).toEqual(p.steps[0]!.state.value);
@@ -665,23 +716,36 @@ const clientPaths = transitionPaths(clientMachine, clientTraversal(clientEvents)
 
 /**
  * Longer journeys: every simple path through the connection life cycle combined with messages,
- * and with uploads. (All simple paths over every event number in the thousands.)
+ * with open requests, and with one upload through its phases; and two uploads in a row, the second
+ * offered while the first is confirmed. (All simple paths over every event number in the thousands.)
  */
-function clientJourneysOver(types: string[]): AnyPath[] {
-  const events = (s: ClientSnapshot) => clientEvents(s).filter((e) => types.includes(e.type));
+function clientJourneysOver(types: string[], without: number[] = []): AnyPath[] {
+  const events = (s: ClientSnapshot) => clientEvents(s).filter((e) => types.includes(e.type) && !(e.type === 'upload' && without.includes(e.id as number)));
   return getSimplePaths(clientMachine, clientTraversal(events)) as unknown as AnyPath[];
 }
 const lifecycle = ['link.up', 'link.down', 'close', C.backoff.type];
+const uploadPhases = ['upload', 'server.accept', 'upload.sent', 'server.done'];
 const clientJourneys = [
   ...clientJourneysOver([...lifecycle, 'message', 'server.ack']),
   ...clientJourneysOver([...lifecycle, 'open', 'server.opened']),
-  ...clientJourneysOver([...lifecycle, 'upload', 'server.done']),
+  ...clientJourneysOver([...lifecycle, ...uploadPhases], [NEXT_UPLOAD_ID]),
+  ...clientJourneysOver(['link.up', ...uploadPhases]),
 ];
 
 describe('client model', () => {
   it('has every state of the machine in the graph', () => {
     const reachable = new Set(clientPaths.flatMap((p) => p.steps.map((s) => valueString(s.state.value))));
-    expect([...reachable].sort()).toEqual(['disconnected', 'online.closing', 'online.connected.idle', 'online.connected.uploading', 'online.connecting', 'retrying']);
+    expect([...reachable].sort()).toEqual([
+      'disconnected',
+      'online.closing',
+      'online.connected.idle',
+      'online.connected.uploading.confirming.alone',
+      'online.connected.uploading.confirming.withNext',
+      'online.connected.uploading.offering',
+      'online.connected.uploading.streaming',
+      'online.connecting',
+      'retrying',
+    ]);
   });
 
   it.each(named(clientPaths))('transition: %s', async (_name, p) => {

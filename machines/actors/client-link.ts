@@ -9,21 +9,30 @@ import { PRELOAD_MAX_BYTES, readHead, streamFile } from './file-source.js';
 import { authMac } from '../../transport/auth.js';
 import type { LocalFile, ResumeBook } from '../../media/resume-book.js';
 
+/** What one connection is opened with: plain data, which the client machine keeps in its settings. */
 export interface ClientLinkInput {
-  dial: Dialer;
   hello: HelloInfo;
   limits: Limits;
   /** The server must answer the hello within this time. */
   handshakeMs: number;
   /** Upload rate limit in bytes per second. */
   rateLimit?: number;
+  /** Ping the server this often; two silent intervals mean it is gone. 0 turns heartbeats off. */
+  heartbeatMs: number;
+}
+
+/**
+ * What a link works with that is not data: the way to dial, the resume book and the token. They
+ * are closed over when the link is made (`clientLink({ dial, book, server })`), so they never sit in
+ * a machine's context or an actor's input, where the inspector would show them.
+ */
+export interface ClientLinkResources {
+  dial: Dialer;
   /** Gives each file a stable key so an interrupted upload can resume, and remembers what was stored. */
   book: ResumeBook;
   /** Identifies the server in the book (`host:port`). */
   server: string;
-  /** Ping the server this often; two silent intervals mean it is gone. 0 turns heartbeats off. */
-  heartbeatMs: number;
-  /** Answers the server's challenge when it asks for a token. */
+  /** Answers the server's challenge when it asks for one. */
   token?: string;
 }
 
@@ -104,9 +113,10 @@ interface OpenUpload {
 /**
  * The client's end of one connection: dials, says hello, turns the machine's commands into frames
  * and the server's frames into events. It is invoked for as long as the client is online, so when
- * it stops (a drop, a retry, a close) the socket and any upload in progress stop with it.
+ * it stops (a drop, a retry, a close) the socket and any upload in progress stop with it. The
+ * client machine is given one with `.provide({ actors: { link: clientLink(resources) } })`.
  */
-export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, ClientLinkEvent>(({ input, sendBack, receive }) => {
+export const clientLink = (resources: ClientLinkResources) => fromCallback<ClientLinkCommand, ClientLinkInput, ClientLinkEvent>(({ input, sendBack, receive }) => {
   const dialing = new AbortController();
   const decoder = new ClientDecoder(input.limits);
   /** Resume keys of uploads offered on this connection, by upload id. */
@@ -162,11 +172,11 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       case 'upload-done': {
         const stored = offeredFiles.get(token.result.id);
         offeredFiles.delete(token.result.id);
-        if (stored) void input.book.rememberStored(stored, input.server, { sha256: token.result.sha256, savedAs: token.result.savedAs });
+        if (stored) void resources.book.rememberStored(stored, resources.server, { sha256: token.result.sha256, savedAs: token.result.savedAs });
         // A skipped upload is over without a byte sent.
         if (upload?.id === token.result.id) upload = undefined;
         if (uploadKeys.has(token.result.id)) {
-          void input.book.forget(uploadKeys.get(token.result.id)!);
+          void resources.book.forget(uploadKeys.get(token.result.id)!);
           uploadKeys.delete(token.result.id);
         }
         return sendBack({ type: 'server.done', result: token.result });
@@ -186,16 +196,16 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
         offeredFiles.delete(token.error.id);
         if (uploadKeys.has(token.error.id)) {
           // Refused or corrupt: the next attempt must start from scratch under a new key.
-          void input.book.forget(uploadKeys.get(token.error.id)!);
+          void resources.book.forget(uploadKeys.get(token.error.id)!);
           uploadKeys.delete(token.error.id);
         }
         return sendBack({ type: 'server.error', error: token.error });
       case 'challenge':
-        if (input.token === undefined) {
+        if (resources.token === undefined) {
           fatal = new FerryError('E_AUTH_REQUIRED', 'The server requires a token; pass --token or set FERRY_TOKEN.');
           return goDown(fatal);
         }
-        transport?.write(encode.auth(authMac(input.token, token.nonce)));
+        transport?.write(encode.auth(authMac(resources.token, token.nonce)));
         return;
       case 'ping':
         transport?.write(encode.pong(token.payload));
@@ -270,7 +280,7 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     }, input.handshakeMs);
   };
 
-  input.dial(dialing.signal).then(
+  resources.dial(dialing.signal).then(
     (t) => {
       if (down) return t.destroy();
       attach(t);
@@ -289,12 +299,12 @@ export const clientLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
       size = stat.size;
       file = { path: filePath, size, mtimeMs: stat.mtimeMs };
       // Small files are cheaper to send again than to keep books on.
-      key = size >= RESUME_MIN_BYTES ? await input.book.keyFor(file, input.server) : undefined;
+      key = size >= RESUME_MIN_BYTES ? await resources.book.keyFor(file, resources.server) : undefined;
       // The same file offered again while its first upload is in flight: a fresh copy must not take
       // over that upload's key (the server would answer from the first one's record).
       if (fresh && key !== undefined && [...uploadKeys.values()].includes(key)) key = undefined;
       // An unchanged file this server stored before offers its hash, so the server can skip it.
-      sha256 = fresh ? undefined : (sentHashes.get(fileKey(file)) ?? (await input.book.storedCopy(file, input.server))?.sha256);
+      sha256 = fresh ? undefined : (sentHashes.get(fileKey(file)) ?? (await resources.book.storedCopy(file, resources.server))?.sha256);
     } catch (err) {
       sendBack({ type: 'upload.unreadable', id, error: new FerryError('E_LOCAL_FILE', `${filePath} cannot be read (${(err as Error).message}); check the path.`) });
       return;

@@ -11,7 +11,7 @@ import {
   legacyNameFits,
 } from '../../transport/legacy-codec.js';
 import type { Transport } from '../../transport/transport.js';
-import { describeNetworkError, type ClientLinkCommand, type ClientLinkEvent, type ClientLinkInput } from './client-link.js';
+import { describeNetworkError, type ClientLinkCommand, type ClientLinkEvent, type ClientLinkInput, type ClientLinkResources } from './client-link.js';
 import { streamFile } from './file-source.js';
 
 /** The original server reads `file` with one recv(1024): the header must arrive in a later segment. */
@@ -25,7 +25,7 @@ type Expected = { kind: 'echo' | 'ack'; id: number; answered(): void };
  * the TCP connect), no upload acceptance (so it is implied), and answers in order (so replies are
  * matched to what was sent first-in, first-out).
  */
-export const legacyLink = fromCallback<ClientLinkCommand, ClientLinkInput, ClientLinkEvent>(({ input, sendBack, receive }) => {
+export const legacyLink = ({ dial }: Pick<ClientLinkResources, 'dial'>) => fromCallback<ClientLinkCommand, ClientLinkInput, ClientLinkEvent>(({ input, sendBack, receive }) => {
   const dialing = new AbortController();
   const decoder = new LegacyClientDecoder();
   const expected: Expected[] = [];
@@ -63,7 +63,7 @@ export const legacyLink = fromCallback<ClientLinkCommand, ClientLinkInput, Clien
     if (next.kind === 'echo') sendBack({ type: 'server.ack', acks: [{ id: next.id, text }] });
   };
 
-  input.dial(dialing.signal).then(
+  dial(dialing.signal).then(
     (t) => {
       if (down) return t.destroy();
       transport = t;

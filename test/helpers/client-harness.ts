@@ -4,7 +4,8 @@
  */
 import { createActor, SimulatedClock, waitFor, type Actor, type InspectionEvent, type SnapshotFrom, type StateValue } from 'xstate';
 import { ResumeBook } from '../../media/resume-book.js';
-import { clientMachine, type ClientEmitted, type RetryPolicy } from '../../machines/client.machine.js';
+import { clientLink } from '../../machines/actors/client-link.js';
+import { clientMachine, DEFAULT_MAX_QUEUED, type ClientEmitted, type RetryPolicy } from '../../machines/client.machine.js';
 import { memoryPair, type MemoryTransport } from '../../transport/memory-transport.js';
 import { ServerDecoder, nativeReplies } from '../../transport/native-codec.js';
 import { DEFAULT_LIMITS, type Limits, type OpenResultInfo, type ServerToken, type UploadOffer, type UploadResultInfo } from '../../transport/frames.js';
@@ -138,6 +139,8 @@ export function refused(): Error {
 }
 
 export interface ClientHarnessOptions {
+  /** The id the client says hello with. Default `client-1`. */
+  clientId?: string;
   retry?: Partial<RetryPolicy>;
   handshakeMs?: number;
   /** Heartbeat interval; off unless a test sets it. */
@@ -158,18 +161,13 @@ export class ClientHarness {
   private waiters: { type: string; d: Deferred<ClientSnapshot> }[] = [];
 
   constructor(opts: ClientHarnessOptions = {}) {
-    this.actor = createActor(clientMachine, {
+    const link = clientLink({ dial: this.server.dial, book: new ResumeBook(), server: 'memory' });
+    this.actor = createActor(clientMachine.provide({ actors: { link } }), {
       input: {
-        dial: this.server.dial,
-        clientId: 'client-1',
-        agent: 'test-client',
+        link: { hello: { version: 1, agent: 'test-client', clientId: opts.clientId ?? 'client-1' }, limits: DEFAULT_LIMITS, handshakeMs: opts.handshakeMs ?? 10_000, heartbeatMs: opts.heartbeatMs ?? 0 },
         retry: { initialMs: 5, maxMs: 20, forMs: undefined, ...opts.retry },
-        handshakeMs: opts.handshakeMs ?? 10_000,
-        ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
-        ...(opts.pipelineUploads === undefined ? {} : { pipelineUploads: opts.pipelineUploads }),
-        book: new ResumeBook(),
-        server: 'memory',
-        heartbeatMs: opts.heartbeatMs ?? 0,
+        maxQueued: opts.maxQueued ?? DEFAULT_MAX_QUEUED,
+        pipelineUploads: opts.pipelineUploads ?? true,
       },
       ...(opts.simulated ? { clock: this.clock } : {}),
       inspect: (ev: InspectionEvent) => {
