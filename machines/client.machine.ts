@@ -449,6 +449,12 @@ export const clientMachine = setup({
                       target: 'streaming',
                       actions: { type: 'streamUpload', params: ({ event }) => ({ id: event.id, offset: event.offset }) },
                     },
+                    // The server holds this very file already (the offer named its SHA-256): done, nothing to send.
+                    'server.done': {
+                      guard: { type: 'isCurrentUpload', params: ({ event }) => ({ id: event.result.id }) },
+                      target: '#client.online.connected.idle',
+                      actions: { type: 'settleUpload', params: ({ event }) => ({ result: event.result }) },
+                    },
                   },
                 },
                 streaming: {
