@@ -7,6 +7,8 @@ import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js
 import type { Dialer, Transport } from '../../transport/transport.js';
 import { PRELOAD_MAX_BYTES, readHead, streamFile } from './file-source.js';
 import { authMac } from '../../transport/auth.js';
+import { corkUntilLater } from '../../transport/corked-writer.js';
+import { startHeartbeat, type Heartbeat } from '../../transport/heartbeat.js';
 import type { LocalFile, ResumeBook } from '../../media/resume-book.js';
 
 /** What one connection is opened with: plain data, which the client machine keeps in its settings. */
@@ -131,16 +133,14 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
   let fatal: FerryError | undefined;
   let upload: OpenUpload | undefined;
   let handshakeTimer: ReturnType<typeof setTimeout> | undefined;
-  let heartbeat: ReturnType<typeof setInterval> | undefined;
-  let heard = false;
-  let silentBeats = 0;
-  let corked = false;
+  let heartbeat: Heartbeat | undefined;
+  let holdWrites: (() => void) | undefined;
 
   const goDown = (error: FerryError) => {
     if (down) return;
     down = true;
     clearTimeout(handshakeTimer);
-    clearInterval(heartbeat);
+    heartbeat?.stop();
     upload?.abort.abort(error);
     upload = undefined;
     transport?.destroy();
@@ -161,7 +161,7 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
         up = true;
         decoder.setLimits({ maxMessage: Math.max(token.info.maxMessage, input.limits.maxMessage), maxFrame: Math.max(token.info.maxFrame, input.limits.maxFrame) });
         clearTimeout(handshakeTimer);
-        startHeartbeat();
+        beginHeartbeat();
         return sendBack({ type: 'link.up', welcome: token.info });
       case 'message-ack':
         // Consecutive acks are collected by the reader and handed over together.
@@ -216,27 +216,25 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
     }
   };
 
-  /** Pings every interval; any bytes from the server count as a sign of life. */
-  const startHeartbeat = () => {
+  /** Pings every interval; any bytes from the server count as a sign of life (the welcome, first). */
+  const beginHeartbeat = () => {
     if (input.heartbeatMs <= 0) return;
-    heartbeat = setInterval(() => {
-      if (heard) {
-        heard = false;
-        silentBeats = 0;
-      } else if (++silentBeats >= 2) {
-        return goDown(new FerryError('E_TIMEOUT', `The server stopped answering (nothing for ${Math.round((2 * input.heartbeatMs) / 1000)} s); reconnecting.`));
-      }
-      transport?.write(encode.ping());
-    }, input.heartbeatMs);
-    heartbeat.unref?.();
+    heartbeat = startHeartbeat({
+      everyMs: input.heartbeatMs,
+      ping: () => transport?.write(encode.ping()),
+      onSilent: (ms) => goDown(new FerryError('E_TIMEOUT', `The server stopped answering (nothing for ${Math.round(ms / 1000)} s); reconnecting.`)),
+    });
+    heartbeat.heard();
   };
 
   const attach = (t: Transport) => {
     transport = t;
+    // Messages handed over in one tick leave in one write: corked until the tick ends.
+    holdWrites = corkUntilLater(t);
     let received = false;
     t.on('data', (chunk) => {
       if (down) return;
-      heard = true;
+      heartbeat?.heard();
       let tokens: ClientToken[];
       try {
         tokens = decoder.feed(chunk);
@@ -376,16 +374,7 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
     switch (command.type) {
       case 'send-messages':
         if (!transport) break;
-        // Messages handed over in one tick leave in one write: corked until the tick ends.
-        if (!corked) {
-          corked = true;
-          const t = transport;
-          t.cork();
-          process.nextTick(() => {
-            corked = false;
-            t.uncork();
-          });
-        }
+        holdWrites?.();
         for (const m of command.messages) transport.write(encode.message(m.id, m.text));
         break;
       case 'offer-upload':
@@ -417,7 +406,7 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
   return () => {
     down = true;
     clearTimeout(handshakeTimer);
-    clearInterval(heartbeat);
+    heartbeat?.stop();
     dialing.abort();
     upload?.abort.abort(new FerryError('E_CLOSED', 'The client was closed.'));
     transport?.destroy();
