@@ -46,7 +46,7 @@ const MAX_STORED = 10_000;
  * Stored files are written to the book at most this often: a run of many small files would
  * otherwise rewrite the whole book once per file. `flush()` writes what is left at once.
  */
-const STORED_SAVE_DELAY_MS = 200;
+const STORED_SAVE_DELAY_MS = 1_000;
 
 /**
  * The client's memory of its uploads. Unfinished ones: the same file (same path, size and
@@ -167,7 +167,7 @@ export class ResumeBook {
       try {
         await fs.promises.mkdir(path.dirname(file), { recursive: true });
         const temp = `${file}.${process.pid}.tmp`;
-        await fs.promises.writeFile(temp, JSON.stringify({ uploads: this.#entries ?? [], stored: [...this.#stored.values()] }, null, 1));
+        await fs.promises.writeFile(temp, JSON.stringify({ uploads: this.#entries ?? [], stored: [...this.#stored.values()] }));
         await fs.promises.rename(temp, file);
       } catch {
         // Not being able to remember only costs a resume or a skip; the upload itself goes on.

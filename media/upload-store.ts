@@ -59,7 +59,7 @@ const PARTIAL_DIR = path.join(STATE_DIR, 'partial');
 /** Holds the one empty file made ahead of need (see `SpareFile`). */
 const SPARE_DIR = path.join(STATE_DIR, 'spare');
 /** What each stored file holds (see `StoredRecords`). */
-const STORED_DIR = path.join(STATE_DIR, 'stored');
+const STORED_LOG = path.join(STATE_DIR, 'stored.log');
 const MAX_NUMBERED_NAMES = 10_000;
 // Codes with which link() says the file system has no hard links, rather than that something is wrong.
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS']);
@@ -94,15 +94,15 @@ export class UploadStore {
     this.#records = new PartialRecords(this.#partialDir);
     this.#spareDir = path.join(this.root, SPARE_DIR);
     this.#spare = new SpareFile(this.#spareDir);
-    this.#stored = new StoredRecords(path.join(this.root, STORED_DIR));
+    this.#stored = new StoredRecords(path.join(this.root, STORED_LOG));
     this.#freeSpace = new FreeSpace(this.root);
     this.#maxFileSize = opts.maxFileSize;
   }
 
   /** Creates the root and the folder for partial uploads. Safe to call repeatedly. */
   init(): Promise<void> {
-    this.#initialising ??= Promise.all([fs.promises.mkdir(this.#partialDir, { recursive: true }), this.#spare.clear(), this.#stored.init()]).then(
-      () => fs.promises.mkdir(this.#spareDir, { recursive: true }),
+    this.#initialising ??= Promise.all([fs.promises.mkdir(this.#partialDir, { recursive: true }), this.#spare.clear()]).then(
+      () => Promise.all([fs.promises.mkdir(this.#spareDir, { recursive: true }), this.#stored.init()]),
     ).then(
       () => undefined,
       (err: unknown) => {
@@ -194,9 +194,9 @@ export class UploadStore {
     }
   }
 
-  /** Closes and removes the spare file. Uploads still in progress are not affected. */
-  close(): Promise<void> {
-    return this.#spare.close();
+  /** Closes and removes the spare file, and closes the records of stored files. Uploads still in progress are not affected. */
+  async close(): Promise<void> {
+    await Promise.all([this.#spare.close(), this.#stored.close()]);
   }
 
   /**

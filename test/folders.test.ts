@@ -120,7 +120,7 @@ describe('UploadStore: relative paths', () => {
       expect((await rejection(store.begin({ name, size: 1, folders: true }))).code, name).toBe('E_BAD_NAME');
     }
     expect(tree(root)).toEqual([]);
-    expect(fs.readdirSync(path.join(root, '.ferry')).sort()).toEqual(['partial', 'spare', 'stored']);
+    expect(fs.readdirSync(path.join(root, '.ferry')).sort()).toEqual(['partial', 'spare', 'stored.log']);
   });
 
   it('resumes a keyed upload in a folder, and skips it when offered again with its hash', async () => {
@@ -129,10 +129,12 @@ describe('UploadStore: relative paths', () => {
     const first = await new UploadStore({ root }).begin({ name: 'big/part.bin', size: body.length, folders: true, key: KEY });
     first.write(body.subarray(0, 20_000));
     await first.abort();
-    const again = await new UploadStore({ root }).begin({ name: 'big/part.bin', size: body.length, folders: true, key: KEY });
+    const second = new UploadStore({ root });
+    const again = await second.begin({ name: 'big/part.bin', size: body.length, folders: true, key: KEY });
     expect(again.resumedFrom).toBe(20_000);
     again.write(body.subarray(20_000));
     expect((await again.finish(sha256(body))).savedAs).toBe('big/part.bin');
+    await second.close();
     const skipped = await new UploadStore({ root }).begin({ name: 'big/part.bin', size: body.length, folders: true, sha256: sha256(body) });
     expect(skipped.skipped).toBe(true);
     expect((await skipped.finish()).savedAs).toBe('big/part.bin');

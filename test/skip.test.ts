@@ -25,10 +25,13 @@ afterEach(async () => {
 
 const KEY = '0123456789abcdef0123456789abcdef';
 
+/** Stores a file through `s` and closes it, as a server that stops would (its records then are on disk). */
 async function store(root: string, name: string, body: Buffer, s = new UploadStore({ root }), key?: string) {
   const file = await s.begin({ name, size: body.length, ...(key ? { key } : {}) });
   file.write(body);
-  return file.finish(sha256(body));
+  const saved = await file.finish(sha256(body));
+  await s.close();
+  return saved;
 }
 
 async function rejection(promise: Promise<unknown>): Promise<FerryError> {
@@ -79,7 +82,7 @@ describe('UploadStore: an offer with a SHA-256', () => {
   it('of other content is stored as a new file, numbered, and the name keeps its record', async () => {
     const root = tempDir();
     const s = new UploadStore({ root });
-    await store(root, 'a.bin', content(500, 1), s);
+    await store(root, 'a.bin', content(500, 1), new UploadStore({ root }));
     const changed = content(500, 2);
     const file = await s.begin({ name: 'a.bin', size: changed.length, sha256: sha256(changed) });
     expect(file.skipped).toBeFalsy();

@@ -247,27 +247,34 @@ describe('StoredRecords', () => {
     return { savedAs: name, path: file, bytes: Buffer.byteLength(body), sha256: sha256(Buffer.from(body)) };
   }
 
+  async function opened(log: string): Promise<StoredRecords> {
+    const records = new StoredRecords(log);
+    await records.init();
+    return records;
+  }
+
   it('matches a recorded file by name, size and SHA-256 while it is unchanged on disk, across instances', async () => {
     const root = tempDir();
-    const dir = path.join(root, 'records');
-    const records = new StoredRecords(dir);
-    await records.init();
+    const log = path.join(root, 'stored.log');
+    const records = await opened(log);
     const saved = await placed(root, 'a.txt', 'alpha');
     await records.remember(saved);
-    // One small file, not named after the stored name.
-    expect(fs.readdirSync(dir)).toEqual([expect.stringMatching(/^[0-9a-f]{64}\.json$/)]);
-    expect(await new StoredRecords(dir).match('a.txt', saved.path, 5, saved.sha256)).toEqual({ savedAs: 'a.txt', path: saved.path, bytes: 5, sha256: saved.sha256 });
+    // It counts at once; its one line is in the log once flushed.
+    expect(await records.match('a.txt', saved.path, 5, saved.sha256)).toBeDefined();
+    await records.flush();
+    expect(fs.readFileSync(log, 'utf8').trim().split('\n')).toEqual([expect.stringContaining('"name":"a.txt"')]);
+    expect(await (await opened(log)).match('a.txt', saved.path, 5, saved.sha256)).toEqual({ savedAs: 'a.txt', path: saved.path, bytes: 5, sha256: saved.sha256 });
     // Another size, hash or name is not this file; the record stays.
     expect(await records.match('a.txt', saved.path, 6, saved.sha256)).toBeUndefined();
     expect(await records.match('a.txt', saved.path, 5, sha256(Buffer.from('other')))).toBeUndefined();
     expect(await records.match('b.txt', saved.path, 5, saved.sha256)).toBeUndefined();
     expect(await records.match('a.txt', saved.path, 5, saved.sha256)).toBeDefined();
+    await records.close();
   });
 
   it('does not trust a file changed in place, replaced, swapped for a symlink or removed, and drops its record', async () => {
     const root = tempDir();
-    const records = new StoredRecords(path.join(root, 'records'));
-    await records.init();
+    const records = await opened(path.join(root, 'stored.log'));
     const cases: [string, (file: string) => void][] = [
       // Same size, same content even, but written again: its modification time moved.
       ['rewritten.txt', (file) => {
@@ -295,17 +302,57 @@ describe('StoredRecords', () => {
       expect(await records.match(name, saved.path, 5, saved.sha256), name).toBeDefined();
       change(saved.path);
       expect(await records.match(name, saved.path, 5, saved.sha256), name).toBeUndefined();
+      // Dropped: even the original file put back would not be believed without a new record.
     }
-    expect(fs.readdirSync(path.join(root, 'records'))).toEqual([]);
+    await records.close();
   });
 
-  it('remembers nothing, and does not fail, for a file that is not there', async () => {
+  it('a later record for a name replaces the earlier, in memory and when the log is read again', async () => {
     const root = tempDir();
-    const records = new StoredRecords(path.join(root, 'records'));
-    await records.init();
+    const log = path.join(root, 'stored.log');
+    const records = await opened(log);
+    const first = await placed(root, 'n.txt', 'one');
+    await records.remember(first);
+    fs.rmSync(first.path);
+    const second = await placed(root, 'n.txt', 'two!');
+    await records.remember(second);
+    await records.close();
+    const again = await opened(log);
+    expect(await again.match('n.txt', second.path, 4, second.sha256)).toBeDefined();
+    expect(await again.match('n.txt', second.path, 3, first.sha256)).toBeUndefined();
+  });
+
+  it('skips damaged lines in the log, and remembers nothing for a file that is not there', async () => {
+    const root = tempDir();
+    const log = path.join(root, 'stored.log');
+    const saved = await placed(root, 'ok.txt', 'fine');
+    const records = await opened(log);
+    await records.remember(saved);
     await records.remember({ savedAs: 'ghost.txt', path: path.join(root, 'ghost.txt'), bytes: 1, sha256: sha256(Buffer.from('x')) });
-    expect(fs.readdirSync(path.join(root, 'records'))).toEqual([]);
-    // And a folder that cannot be written to costs only the record.
-    await expect(new StoredRecords(path.join(root, 'missing')).remember(await placed(root, 'x.txt', 'x'))).resolves.toBeUndefined();
+    await records.close();
+    fs.appendFileSync(log, '{not json\n{"name":"x","size":"1"}\n\n');
+    expect(fs.readFileSync(log, 'utf8')).not.toContain('ghost.txt');
+    expect(await (await opened(log)).match('ok.txt', saved.path, 4, saved.sha256)).toBeDefined();
+  });
+
+  it('without a log it can write, it still works for as long as it lives', async () => {
+    const root = tempDir();
+    const records = await opened(path.join(root, 'missing', 'stored.log'));
+    const saved = await placed(root, 'm.txt', 'mem');
+    await records.remember(saved);
+    expect(await records.match('m.txt', saved.path, 3, saved.sha256)).toBeDefined();
+    await records.close();
+  });
+
+  it('rewrites a long log compactly, keeping every record', async () => {
+    const root = tempDir();
+    const log = path.join(root, 'stored.log');
+    const records = await opened(log);
+    const saved = await placed(root, 'c.txt', 'compact');
+    for (let i = 0; i < 1_100; i++) await records.remember(saved);
+    await records.close();
+    const lines = fs.readFileSync(log, 'utf8').trim().split('\n');
+    expect(lines.length).toBeLessThan(1_100);
+    expect(await (await opened(log)).match('c.txt', saved.path, 7, saved.sha256)).toBeDefined();
   });
 });

@@ -310,8 +310,7 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
     if (down || !transport) return;
     // A small file is read while the offer travels and the server opens its side, so that the
     // accept finds it ready to send. (A read error surfaces when the upload streams, as it would.)
-    // (Not when the server is likely to skip the file: then it is not read at all.)
-    const preloaded = size > 0 && size <= PRELOAD_MAX_BYTES && sha256 === undefined ? readHead(filePath, size) : undefined;
+    const preloaded = size > 0 && size <= PRELOAD_MAX_BYTES ? readHead(filePath, size) : undefined;
     preloaded?.catch(() => undefined);
     upload = { id, path: filePath, size, file, abort: new AbortController(), ...(preloaded ? { preloaded } : {}) };
     if (key !== undefined) uploadKeys.set(id, key);
