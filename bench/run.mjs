@@ -90,7 +90,8 @@ const started = performance.now();
 const figures = {};
 for (const figure of selected) {
   const t = performance.now();
-  console.log(`== ${figure.name}: ${figure.title}`);
+  const loadAverage = round(os.loadavg()[0]);
+  console.log(`== ${figure.name}: ${figure.title} (load ${loadAverage})`);
   const ctx = { runs, quick, smoke, tempRoot: getTempRoot(), log: (msg) => console.log(`   ${msg}`) };
   let result;
   try {
@@ -103,6 +104,8 @@ for (const figure of selected) {
     await cleanupAll();
   }
   result.durationSeconds = round((performance.now() - t) / 1000);
+  // The machine may be shared: how busy it was as this figure started and ended.
+  result.loadAverage = { start: loadAverage, end: round(os.loadavg()[0]) };
   figures[figure.name] = { title: figure.title, ...result };
   console.log(`   (${result.durationSeconds} s)\n`);
 }
