@@ -198,8 +198,8 @@ async function measureMemory(kind, checkpoints, dir, log, sizes) {
 
 // ---------------------------------------------------------------------------------------------
 
-export async function run(ctx) {
-  const sizes = sizesFor(ctx);
+export async function run(ctx, overrides = {}) {
+  const sizes = { ...sizesFor(ctx), ...overrides };
   const dir = makeTempDir(name);
   try {
     const limits = fdLimits();

@@ -31,9 +31,9 @@ const TEXT_BYTES = 32;
 const LOG_BASE = 1.01;
 const fmtN = (n) => n.toLocaleString('en-US');
 
-async function startServer(kind, dir, clients) {
+async function startServer(kind, dir, clients, nodeArgs = []) {
   const args = kind === 'ferry' ? [serversScript, 'ferry', dir, String(clients + 1000)] : [serversScript, 'raw-native-echo'];
-  const child = spawnWithFdLimit(FD_LIMIT, process.execPath, args);
+  const child = spawnWithFdLimit(FD_LIMIT, process.execPath, [...nodeArgs, ...args]);
   const { port } = await waitForLine(child, (l) => JSON.parse(l), 15_000, `${kind} server`);
   return { child, port };
 }
@@ -51,15 +51,20 @@ function percentileOf(histogram, p) {
   return undefined;
 }
 
-async function measure(kind, { clients, processes, warmupMs, measureMs }, dir, log) {
+/**
+ * One batch against a fresh server of `kind` ('ferry' or 'raw'). `server.nodeArgs` go to the
+ * server's node; `server.beforeGo(child)` runs once every client is connected and
+ * `server.afterRun(child)` once all have reported (e.g. to profile just that stretch).
+ */
+export async function measure(kind, { clients, processes, warmupMs, measureMs }, dir, log, server = {}) {
   const inbox = path.join(dir, `in-${kind}-${Date.now()}`);
   fs.mkdirSync(inbox, { recursive: true });
-  const server = await startServer(kind, inbox, clients);
+  const { child: serverChild, port } = await startServer(kind, inbox, clients, server.nodeArgs);
   const children = [];
   try {
     const per = Math.ceil(clients / processes);
     for (let left = clients; left > 0; left -= per) {
-      children.push(spawnWithFdLimit(FD_LIMIT, process.execPath, [loadClientsScript, String(server.port), String(Math.min(per, left)), String(TEXT_BYTES)]));
+      children.push(spawnWithFdLimit(FD_LIMIT, process.execPath, [loadClientsScript, String(port), String(Math.min(per, left)), String(TEXT_BYTES)]));
     }
     const resultsOf = children.map((c) => waitForLine(c, (l) => (JSON.parse(l).acked !== undefined ? JSON.parse(l) : undefined), 120_000 + warmupMs + measureMs, 'load clients'));
     for (const p of resultsOf) p.catch(() => undefined); // awaited below
@@ -68,8 +73,10 @@ async function measure(kind, { clients, processes, warmupMs, measureMs }, dir, l
     const connectMs = performance.now() - t;
     const connected = ready.reduce((a, r) => a + r.ready, 0);
     if (connected !== clients) throw new Error(`${kind}: ${connected} of ${clients} clients connected: ${JSON.stringify(ready.map((r) => r.errors))}`);
+    await server.beforeGo?.(serverChild);
     for (const c of children) c.stdin.write(`go ${warmupMs} ${measureMs}\n`);
     const results = await Promise.all(resultsOf);
+    await server.afterRun?.(serverChild);
     const errors = {};
     for (const r of results) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
     if (Object.keys(errors).length) throw new Error(`${kind}: clients saw errors: ${JSON.stringify(errors)}`);
@@ -86,17 +93,19 @@ async function measure(kind, { clients, processes, warmupMs, measureMs }, dir, l
     return m;
   } finally {
     await Promise.all(children.map((c) => withTimeout(c.exited, 5_000, 'load clients exit').catch(() => kill(c))));
-    await kill(server.child);
+    await kill(serverChild);
   }
 }
 
-export async function run(ctx) {
-  const opts = {
+export const optionsFor = (ctx) => ({
     clients: bySize(ctx, { smoke: 50, quick: 1000, full: 1000 }),
     processes: 2,
     warmupMs: bySize(ctx, { smoke: 200, quick: 1000, full: 1000 }),
     measureMs: bySize(ctx, { smoke: 1000, quick: 3000, full: 5000 }),
-  };
+});
+
+export async function run(ctx) {
+  const opts = optionsFor(ctx);
   const dir = makeTempDir(name);
   try {
     const s = { ferry: [], raw: [] };

@@ -12,7 +12,7 @@ const TEXT = 'x'.repeat(32);
 
 /** A server child of lib/servers.mjs (`args`: its mode and arguments); `nodeArgs` go to node (e.g. --cpu-prof). */
 export async function startServer(args, { nodeArgs = [] } = {}) {
-  const child = spawnTracked(process.execPath, [...nodeArgs, serversScript, ...args]);
+  const child = spawnTracked(process.execPath, [...nodeArgs, serversScript, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   const { port } = await waitForLine(child, (l) => JSON.parse(l), 15_000, `${args[0]} server`);
   return { child, port };
 }

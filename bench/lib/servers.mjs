@@ -1,6 +1,8 @@
 // Servers the bench runs as child processes. Prints {"port"} once listening on 127.0.0.1, then
 // serves until killed (or, on SIGINT or SIGTERM, exits by itself, which is when node writes a
-// --cpu-prof profile).
+// --cpu-prof profile). Lines on stdin profile a stretch of its work through node:inspector:
+// "profile-start" starts the CPU profiler (sampling every 200 µs); "profile-stop FILE" stops it,
+// writes the .cpuprofile to FILE and prints {"profiled": FILE}.
 //
 //   ferry DIR [MAX_CONNECTIONS]  the library's createServer (defaults: silent logger, heartbeats on,
 //                                at most 1,000 connections unless given), files to DIR
@@ -10,13 +12,37 @@
 //                    payload, each PING with a PONG; no journal, no validation, no state machine
 //   raw-idle         holds native connections at the least cost node:net allows: answers the first
 //                    bytes (preamble + hello) with preamble + welcome, then ignores the socket
+import fs from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import net from 'node:net';
+import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { libraryEntry, nativeCodecModule } from './common-paths.mjs';
 
 const [mode, dir, maxConnections] = process.argv.slice(2);
 
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(0));
+
+let profiler;
+readline.createInterface({ input: process.stdin }).on('line', async (line) => {
+  const [command, file] = line.trim().split(/\s+/);
+  if (command === 'profile-start' && !profiler) {
+    profiler = new Session();
+    profiler.connect();
+    await profiler.post('Profiler.enable');
+    await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
+    await profiler.post('Profiler.start');
+    console.log(JSON.stringify({ profiling: true }));
+  } else if (command === 'profile-stop' && profiler && file) {
+    const { profile } = await profiler.post('Profiler.stop');
+    profiler.disconnect();
+    profiler = undefined;
+    fs.writeFileSync(file, JSON.stringify(profile));
+    console.log(JSON.stringify({ profiled: file }));
+  }
+});
+// Without stdin (ignored, or closed) the server just serves.
+process.stdin.on('error', () => undefined);
 
 function ready(port) {
   console.log(JSON.stringify({ port, pid: process.pid }));
