@@ -121,6 +121,7 @@ const fmt = (x) => {
   if (a >= 10) return x.toFixed(1);
   return x.toFixed(2);
 };
+const fmtRatio = (x) => (typeof x === 'number' && Number.isFinite(x) && Math.abs(x) < 10 ? x.toFixed(3) : fmt(x));
 /** "median unit (min–max)" of a metric, or its status (e.g. "not installed"). */
 const figureCell = (m) => {
   if (!m) return '';
@@ -151,7 +152,8 @@ for (const [name, f] of Object.entries(figures)) {
     shown.add(r.ferry);
     if (r.baseline) shown.add(r.baseline);
     if (r.target !== undefined) shownTargets.add(r.target);
-    const ratioText = ratio ? `${fmt(ratio.value)}×${ratio.min !== undefined ? ` (${fmt(ratio.min)}–${fmt(ratio.max)})` : ''}` : '';
+    // Three decimals for the ratio itself, so one that misses its target by a hair does not print as the target.
+    const ratioText = ratio ? `${fmtRatio(ratio.value)}×${ratio.min !== undefined ? ` (${fmt(ratio.min)}–${fmt(ratio.max)})` : ''}` : '';
     rows.push([`  ${r.measure}`, figureCell(f.metrics[r.ferry]), figureCell(f.metrics[r.baseline]), ratioText, targetCell(t), resultCell(t)]);
   }
   // Whatever the figure measured beyond its side-by-side lines, and targets not on any line.
