@@ -6,18 +6,21 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   MiB,
+  bySize,
   emptyInbox,
   generateFile,
   kill,
   makeTempDir,
   mb,
-  median,
   metric,
   pipeScript,
+  ratioOf,
   removeTempDir,
+  row,
   spawnTracked,
   startFerryServe,
   startPipeReceiver,
+  target,
   uploadClientsScript,
   waitForLine,
   withTimeout,
@@ -68,7 +71,7 @@ async function pipeBatch(port, groups, timeoutMs) {
   }
 }
 
-export async function run(ctx, { clients = ctx.quick ? 20 : 100, size = ctx.quick ? 2 * MiB : 8 * MiB, processes = 2 } = {}) {
+export async function run(ctx, { clients = bySize(ctx, { smoke: 10, quick: 20, full: 100 }), size = bySize(ctx, { smoke: MiB, quick: 2 * MiB, full: 8 * MiB }), processes = 2 } = {}) {
   const dir = makeTempDir(name);
   try {
     const src = path.join(dir, 'files');
@@ -107,6 +110,10 @@ export async function run(ctx, { clients = ctx.quick ? 20 : 100, size = ctx.quic
     await kill(ferry.child);
     await kill(pipe.child);
     const pick = (kind, key) => s[kind].map((x) => x[key]);
+    const ratios = {
+      'aggregate ferry/pipe': ratioOf(pick('ferry', 'aggregate'), pick('pipe', 'aggregate')),
+      'fairness ferry/pipe': ratioOf(pick('ferry', 'fairness'), pick('pipe', 'fairness')),
+    };
     return {
       params: { clients, size, totalMB: mb(clients * size), clientProcesses: groups.length, runs: ctx.runs },
       metrics: {
@@ -117,8 +124,12 @@ export async function run(ctx, { clients = ctx.quick ? 20 : 100, size = ctx.quic
         ferrySlowest: metric('ferry slowest client', 's', pick('ferry', 'slowestMs').map((x) => x / 1000)),
         ferryFastest: metric('ferry fastest client', 's', pick('ferry', 'fastestMs').map((x) => x / 1000)),
       },
-      ratios: { 'aggregate ferry/pipe': { value: median(pick('ferry', 'aggregate')) / median(pick('pipe', 'aggregate')) } },
-      targets: [],
+      ratios,
+      targets: [target('aggregate ≥ 0.8 × the pipe', ratios['aggregate ferry/pipe'].value, '>=', 0.8)],
+      table: [
+        row(`aggregate, ${clients} × ${size / MiB} MiB at once`, 'ferryRate', { baseline: 'pipeRate', ratio: 'aggregate ferry/pipe', target: 0 }),
+        row('fairness: slowest / fastest upload', 'ferryFairness', { baseline: 'pipeFairness', ratio: 'fairness ferry/pipe' }),
+      ],
     };
   } finally {
     removeTempDir(dir);

@@ -1,26 +1,28 @@
 // Peak memory (VmHWM) of the server and the client while a 4 GiB file is uploaded, against the same
 // for the pipe baseline's receiver and sender. Each run uses fresh processes so the peak is that
 // upload's. The server's peak is read from /proc/<pid>/status once the upload is confirmed; the
-// client's is written by the client itself on exit (bench/lib/report-hwm.mjs, preloaded).
+// client's is written by the client itself on exit (bench/lib/report-usage.mjs, preloaded).
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
   GiB,
   MiB,
+  bySize,
   cli,
   emptyInbox,
   freeBytes,
   generateFile,
-  hwmPreload,
+  usagePreload,
   kill,
   makeTempDir,
   mb,
-  median,
   memoryOf,
   metric,
   pipeScript,
+  ratioOf,
   removeTempDir,
+  row,
   startFerryServe,
   startPipeReceiver,
   target,
@@ -33,8 +35,8 @@ export const title = 'peak RSS (VmHWM) of server and client during a 4 GiB uploa
 
 const budget = (bytes) => 60_000 + (bytes / 5e6) * 1000;
 
-export async function run(ctx, { bytes = ctx.quick ? 256 * MiB : 4 * GiB } = {}) {
-  const needed = ctx.quick ? 2 * bytes + GiB : 10 * GiB;
+export async function run(ctx, { bytes = bySize(ctx, { smoke: 32 * MiB, quick: 256 * MiB, full: 4 * GiB }) } = {}) {
+  const needed = bySize(ctx, { smoke: 2 * bytes + 256 * MiB, quick: 2 * bytes + GiB, full: 10 * GiB });
   const free = freeBytes(ctx.tempRoot);
   if (free < needed) {
     const reason = `not enough disk: ${(free / GiB).toFixed(1)} GiB free in ${ctx.tempRoot}, needs ${(needed / GiB).toFixed(1)} GiB`;
@@ -50,7 +52,7 @@ export async function run(ctx, { bytes = ctx.quick ? 256 * MiB : 4 * GiB } = {})
     const pipeIn = path.join(dir, 'pipe-in');
     const stateDir = path.join(dir, 'client-state');
     for (const d of [inbox, pipeIn, stateDir]) fs.mkdirSync(d);
-    const preload = ['--import', pathToFileURL(hwmPreload).href];
+    const preload = ['--import', pathToFileURL(usagePreload).href];
     const hwmFile = path.join(dir, 'client-hwm.json');
     const readClientPeak = () => JSON.parse(fs.readFileSync(hwmFile, 'utf8')).hwm;
 
@@ -66,7 +68,7 @@ export async function run(ctx, { bytes = ctx.quick ? 256 * MiB : 4 * GiB } = {})
           const out = await timeProcess(process.execPath, [...preload, cli, 'send', '--port', String(server.port), '--json', '--state-dir', stateDir, file], {
             timeoutMs: budget(bytes),
             what: 'ferry send',
-            env: { FERRY_BENCH_HWM_FILE: hwmFile },
+            env: { FERRY_BENCH_USAGE_FILE: hwmFile },
           });
           const result = JSON.parse(out.stdout.trim().split('\n').pop());
           if (result.sha256 !== sha256) throw new Error(`ferry stored a different file: ${result.sha256}`);
@@ -81,7 +83,7 @@ export async function run(ctx, { bytes = ctx.quick ? 256 * MiB : 4 * GiB } = {})
           const out = await timeProcess(process.execPath, [...preload, pipeScript, 'send', '127.0.0.1', String(receiver.port), file], {
             timeoutMs: budget(bytes),
             what: 'pipe send',
-            env: { FERRY_BENCH_HWM_FILE: hwmFile },
+            env: { FERRY_BENCH_USAGE_FILE: hwmFile },
           });
           s.pipeServer.push(memoryOf(receiver.child.pid).hwm);
           s.pipeClient.push(readClientPeak());
@@ -112,10 +114,18 @@ export async function run(ctx, { bytes = ctx.quick ? 256 * MiB : 4 * GiB } = {})
         pipeRate: metric('pipe throughput', 'MB/s', s.pipeMs.map((ms) => mb(bytes) / (ms / 1000))),
       },
       ratios: {
-        'server ferry/pipe': { value: median(s.ferryServer) / median(s.pipeServer) },
-        'client ferry/pipe': { value: median(s.ferryClient) / median(s.pipeClient) },
+        'server ferry/pipe': ratioOf(s.ferryServer, s.pipeServer),
+        'client ferry/pipe': ratioOf(s.ferryClient, s.pipeClient),
+        'idle ferry/pipe': ratioOf(s.ferryServerIdle, s.pipeServerIdle),
+        'rate ferry/pipe': ratioOf(s.ferryMs.map((ms) => mb(bytes) / (ms / 1000)), s.pipeMs.map((ms) => mb(bytes) / (ms / 1000))),
       },
       targets: [target('ferry serve peak RSS < 150 MB (worst run)', worstServer, '<', 150, { unit: 'MB' })],
+      table: [
+        row('server peak RSS (target: worst run)', 'ferryServer', { baseline: 'pipeServer', ratio: 'server ferry/pipe', target: 0 }),
+        row('client peak RSS', 'ferryClient', { baseline: 'pipeClient', ratio: 'client ferry/pipe' }),
+        row('server RSS at start', 'ferryServerIdle', { baseline: 'pipeServerIdle', ratio: 'idle ferry/pipe' }),
+        row('throughput', 'ferryRate', { baseline: 'pipeRate', ratio: 'rate ferry/pipe' }),
+      ],
     };
   } finally {
     removeTempDir(dir);

@@ -3,21 +3,22 @@
 // (server child, client here). Latency: one message at a time. Throughput: 64 in flight.
 import net from 'node:net';
 import { pathToFileURL } from 'node:url';
-import { kill, libraryEntry, makeTempDir, median, metric, percentile, removeTempDir, serversScript, spawnTracked, target, waitForLine, withTimeout } from '../lib/common.mjs';
+import { bySize, kill, libraryEntry, makeTempDir, metric, percentile, ratioOf, removeTempDir, row, serversScript, spawnTracked, target, waitForLine, withTimeout } from '../lib/common.mjs';
 
 export const name = 'messages';
 export const title = 'messages through the library (round-trip latency, throughput with 64 in flight) vs a raw length-prefixed echo';
 
 const TEXT = 'x'.repeat(32);
 
-async function startServer(args) {
-  const child = spawnTracked(process.execPath, [serversScript, ...args]);
+/** A server child of lib/servers.mjs (`args`: its mode and arguments); `nodeArgs` go to node (e.g. --cpu-prof). */
+export async function startServer(args, { nodeArgs = [] } = {}) {
+  const child = spawnTracked(process.execPath, [...nodeArgs, serversScript, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   const { port } = await waitForLine(child, (l) => JSON.parse(l), 15_000, `${args[0]} server`);
   return { child, port };
 }
 
 /** A raw echo client: send() resolves when the frame comes back (frames return in order). */
-async function rawClient(port) {
+export async function rawClient(port) {
   const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
   await new Promise((resolve, reject) => {
     socket.once('connect', resolve);
@@ -54,14 +55,14 @@ async function rawClient(port) {
   };
 }
 
-async function ferryClient(port) {
+export async function ferryClient(port) {
   const { createClient } = await import(pathToFileURL(libraryEntry).href);
   const client = createClient({ port, retryForMs: 10_000 });
   await client.connect();
   return client;
 }
 
-async function latency(client, count, warmup) {
+export async function latency(client, count, warmup) {
   for (let i = 0; i < warmup; i++) await client.message(TEXT);
   const samples = new Float64Array(count);
   for (let i = 0; i < count; i++) {
@@ -75,7 +76,7 @@ async function latency(client, count, warmup) {
 }
 
 /** Messages per second with `window` in flight, for `count` messages or `maxMs`, whichever first. */
-async function throughput(client, count, window, maxMs) {
+export async function throughput(client, count, window, maxMs) {
   let sent = 0;
   let done = 0;
   const started = performance.now();
@@ -91,7 +92,15 @@ async function throughput(client, count, window, maxMs) {
   return done / ((performance.now() - started) / 1000);
 }
 
-export async function run(ctx, { count = ctx.quick ? 500 : 2000, warmup = ctx.quick ? 100 : 300, burst = ctx.quick ? 5000 : 30_000, window = 64 } = {}) {
+export async function run(
+  ctx,
+  {
+    count = bySize(ctx, { smoke: 200, quick: 500, full: 2000 }),
+    warmup = bySize(ctx, { smoke: 50, quick: 100, full: 300 }),
+    burst = bySize(ctx, { smoke: 2000, quick: 5000, full: 30_000 }),
+    window = 64,
+  } = {},
+) {
   const dir = makeTempDir(name);
   const servers = {};
   try {
@@ -114,8 +123,11 @@ export async function run(ctx, { count = ctx.quick ? 500 : 2000, warmup = ctx.qu
         }
       }
     }
-    const p50Ratio = median(s.ferryP50) / median(s.rawP50);
-    const rateRatio = median(s.ferryRate) / median(s.rawRate);
+    const ratios = {
+      'p50 ferry/raw': ratioOf(s.ferryP50, s.rawP50),
+      'p99 ferry/raw': ratioOf(s.ferryP99, s.rawP99),
+      'throughput ferry/raw': ratioOf(s.ferryRate, s.rawRate),
+    };
     return {
       params: { messageBytes: TEXT.length, latencyMessages: count, warmup, throughputMessages: burst, inFlight: window, runs: ctx.runs },
       metrics: {
@@ -126,12 +138,13 @@ export async function run(ctx, { count = ctx.quick ? 500 : 2000, warmup = ctx.qu
         ferryRate: metric(`ferry throughput (${window} in flight)`, 'msg/s', s.ferryRate),
         rawRate: metric(`raw echo throughput (${window} in flight)`, 'msg/s', s.rawRate),
       },
-      ratios: {
-        'p50 ferry/raw': { value: p50Ratio },
-        'p99 ferry/raw': { value: median(s.ferryP99) / median(s.rawP99) },
-        'throughput ferry/raw': { value: rateRatio },
-      },
-      targets: [target('p50 ≤ 1.5 × raw p50', p50Ratio, '<=', 1.5), target('throughput ≥ 0.5 × raw', rateRatio, '>=', 0.5)],
+      ratios,
+      targets: [target('p50 ≤ 1.3 × raw p50', ratios['p50 ferry/raw'].value, '<=', 1.3), target(`throughput (${window} in flight) ≥ 0.8 × raw`, ratios['throughput ferry/raw'].value, '>=', 0.8)],
+      table: [
+        row('round trip p50, one at a time', 'ferryP50', { baseline: 'rawP50', ratio: 'p50 ferry/raw', target: 0 }),
+        row('round trip p99, one at a time', 'ferryP99', { baseline: 'rawP99', ratio: 'p99 ferry/raw' }),
+        row(`throughput, ${window} in flight`, 'ferryRate', { baseline: 'rawRate', ratio: 'throughput ferry/raw', target: 1 }),
+      ],
     };
   } finally {
     await kill(servers.ferry?.child);

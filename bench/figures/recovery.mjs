@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { kill, libraryEntry, makeTempDir, median, metric, removeTempDir, sleep, spawnTracked, startFerryServe, waitForLine, withTimeout } from '../lib/common.mjs';
+import { bySize, kill, libraryEntry, makeTempDir, metric, ratioOf, removeTempDir, row, sleep, spawnTracked, startFerryServe, waitForLine, withTimeout } from '../lib/common.mjs';
 
 export const name = 'recovery';
 export const title = 'server SIGKILLed and restarted on the same port: spawn → client’s next confirmed message';
@@ -23,7 +23,7 @@ async function bareStart() {
   return ms;
 }
 
-export async function run(ctx, { cyclesPerRun = ctx.quick ? 2 : 3 } = {}) {
+export async function run(ctx, { cyclesPerRun = bySize(ctx, { smoke: 1, quick: 2, full: 3 }) } = {}) {
   const dir = makeTempDir(name);
   const inbox = path.join(dir, 'in');
   fs.mkdirSync(inbox);
@@ -60,7 +60,7 @@ export async function run(ctx, { cyclesPerRun = ctx.quick ? 2 : 3 } = {}) {
           `run ${i + 1}.${k + 1}: recovered in ${recovery.toFixed(0)} ms = server start ${server.startMs.toFixed(0)} ms + client ${(recovery - server.startMs).toFixed(0)} ms ` +
             `(${retries} retries; bare node server starts in ${s.bare.at(-1).toFixed(0)} ms)`,
         );
-        await sleep(300);
+        await sleep(bySize(ctx, { smoke: 100, quick: 300, full: 300 }));
       }
     }
     return {
@@ -71,8 +71,13 @@ export async function run(ctx, { cyclesPerRun = ctx.quick ? 2 : 3 } = {}) {
         clientPart: metric('client part (recovery − start-up)', 'ms', s.clientPart),
         bare: metric('bare node:net server start-up', 'ms', s.bare),
       },
-      ratios: { 'ferry start-up / bare node start-up': { value: median(s.serverStart) / median(s.bare) } },
+      ratios: { 'ferry start-up / bare node start-up': ratioOf(s.serverStart, s.bare) },
       targets: [],
+      table: [
+        row('restart spawn → message confirmed', 'recovery'),
+        row('  server start-up (spawn → listening)', 'serverStart', { baseline: 'bare', ratio: 'ferry start-up / bare node start-up' }),
+        row('  client part (the rest)', 'clientPart'),
+      ],
     };
   } finally {
     await client?.close().catch(() => undefined);

@@ -1,13 +1,19 @@
 // One large file from `ferry send` to `ferry serve` (separate processes, loopback) against the plain
 // node:net pipe with SHA-256 on both ends (bench/pipe-baseline.mjs) and against netcat, each timed
 // from the sender's spawn to its exit (ferry send exits once the server verified and stored the file).
+// CPU time (user + system) of both ends too: the receiver's from /proc/<pid>/stat before and after
+// the upload (it keeps running), the sender's reported by the sender itself as it exits
+// (lib/report-usage.mjs, preloaded), start-up included, as in the wall time.
 import fs from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import {
   GiB,
   MiB,
+  bySize,
   cli,
   commandExists,
+  cpuTimeOf,
   emptyInbox,
   freePort,
   generateFile,
@@ -15,16 +21,18 @@ import {
   kill,
   makeTempDir,
   mb,
-  median,
   metric,
   pipeScript,
+  ratioOf,
   removeTempDir,
+  row,
   sleep,
   spawnTracked,
   startFerryServe,
   startPipeReceiver,
   target,
   timeProcess,
+  usagePreload,
   withTimeout,
   settleDisk,
 } from '../lib/common.mjs';
@@ -35,7 +43,16 @@ export const title = 'one large upload: ferry send → ferry serve vs plain node
 /** Time allowed for one transfer: generous (5 MB/s) but bounded. */
 const budget = (bytes) => 30_000 + (bytes / 5e6) * 1000;
 
-export async function run(ctx, { bytes = ctx.quick ? 64 * MiB : GiB } = {}) {
+/** CPU ms (user + system) a running process used while `work` ran. */
+async function cpuDuring(pid, work) {
+  const before = cpuTimeOf(pid);
+  const result = await work();
+  const after = cpuTimeOf(pid);
+  if (!before || !after) throw new Error('the receiver exited during the upload');
+  return { result, user: after.user - before.user, system: after.system - before.system };
+}
+
+export async function run(ctx, { bytes = bySize(ctx, { smoke: 16 * MiB, quick: 64 * MiB, full: GiB }) } = {}) {
   const dir = makeTempDir(name);
   try {
     ctx.log(`generating ${bytes / MiB} MiB payload`);
@@ -51,53 +68,101 @@ export async function run(ctx, { bytes = ctx.quick ? 64 * MiB : GiB } = {}) {
     const pipe = await startPipeReceiver(pipeIn);
     const haveNc = commandExists('nc');
     const times = { ferry: [], pipe: [], nc: [] };
+    const cpu = { ferryServer: [], ferrySender: [], pipeServer: [], pipeSender: [] };
     const kinds = haveNc ? ['pipe', 'ferry', 'nc'] : ['pipe', 'ferry'];
+    const usageFile = path.join(dir, 'sender-usage.json');
+    const preload = ['--import', pathToFileURL(usagePreload).href];
+    const senderCpu = () => {
+      const u = JSON.parse(fs.readFileSync(usageFile, 'utf8'));
+      return (u.userUs + u.systemUs) / 1000;
+    };
 
     for (let i = 0; i < ctx.runs; i++) {
       // Rotate the order so no contender always runs on a warmer (or dirtier) page cache.
       const order = kinds.map((_, k) => kinds[(k + i) % kinds.length]);
       for (const kind of order) {
         settleDisk();
+        fs.rmSync(usageFile, { force: true });
         let ms;
+        let cpuNote = '';
         if (kind === 'ferry') {
-          const out = await timeProcess(process.execPath, [cli, 'send', '--port', String(ferry.port), '--json', '--state-dir', stateDir, file], {
-            timeoutMs: budget(bytes),
-            what: 'ferry send',
-          });
+          const { result: out, user, system } = await cpuDuring(ferry.child.pid, () =>
+            timeProcess(process.execPath, [...preload, cli, 'send', '--port', String(ferry.port), '--json', '--state-dir', stateDir, file], {
+              timeoutMs: budget(bytes),
+              what: 'ferry send',
+              env: { FERRY_BENCH_USAGE_FILE: usageFile },
+            }),
+          );
           const result = JSON.parse(out.stdout.trim().split('\n').pop());
           if (result.sha256 !== sha256) throw new Error(`ferry stored a different file: ${result.sha256} vs ${sha256}`);
           ms = out.ms;
+          cpu.ferryServer.push(user + system);
+          cpu.ferrySender.push(senderCpu());
+          cpuNote = `, CPU serve ${((user + system) / 1000).toFixed(2)} s (user ${(user / 1000).toFixed(2)}), send ${(cpu.ferrySender.at(-1) / 1000).toFixed(2)} s`;
           emptyInbox(inbox);
         } else if (kind === 'pipe') {
-          ms = (await timeProcess(process.execPath, [pipeScript, 'send', '127.0.0.1', String(pipe.port), file], { timeoutMs: budget(bytes), what: 'pipe send' })).ms;
+          const { result: out, user, system } = await cpuDuring(pipe.child.pid, () =>
+            timeProcess(process.execPath, [...preload, pipeScript, 'send', '127.0.0.1', String(pipe.port), file], {
+              timeoutMs: budget(bytes),
+              what: 'pipe send',
+              env: { FERRY_BENCH_USAGE_FILE: usageFile },
+            }),
+          );
+          ms = out.ms;
+          cpu.pipeServer.push(user + system);
+          cpu.pipeSender.push(senderCpu());
+          cpuNote = `, CPU receiver ${((user + system) / 1000).toFixed(2)} s (user ${(user / 1000).toFixed(2)}), sender ${(cpu.pipeSender.at(-1) / 1000).toFixed(2)} s`;
           emptyInbox(pipeIn);
         } else {
           ms = await netcat(file, path.join(ncOut, 'nc.bin'), bytes);
           emptyInbox(ncOut);
         }
         times[kind].push(ms);
-        ctx.log(`run ${i + 1}: ${kind.padEnd(5)} ${(ms / 1000).toFixed(2)} s  ${(mb(bytes) / (ms / 1000)).toFixed(0)} MB/s`);
+        ctx.log(`run ${i + 1}: ${kind.padEnd(5)} ${(ms / 1000).toFixed(2)} s  ${(mb(bytes) / (ms / 1000)).toFixed(0)} MB/s${cpuNote}`);
       }
     }
     await kill(ferry.child);
     await kill(pipe.child);
 
     const rate = (xs) => xs.map((ms) => mb(bytes) / (ms / 1000));
+    const sec = (xs) => xs.map((ms) => ms / 1000);
+    const both = (a, b) => a.map((x, i) => x + b[i]);
+    const ferryCpu = both(cpu.ferryServer, cpu.ferrySender);
+    const pipeCpu = both(cpu.pipeServer, cpu.pipeSender);
     const metrics = {
-      ferry: metric('ferry send → serve', 'ms', times.ferry, { rate: metric('ferry throughput', 'MB/s', rate(times.ferry)) }),
-      pipe: metric('node:net pipe + SHA-256', 'ms', times.pipe, { rate: metric('pipe throughput', 'MB/s', rate(times.pipe)) }),
-      nc: haveNc ? metric('nc (no hashing)', 'ms', times.nc, { rate: metric('nc throughput', 'MB/s', rate(times.nc)) }) : { label: 'nc', status: 'not installed' },
+      ferry: metric('ferry send → serve', 's', sec(times.ferry)),
+      pipe: metric('node:net pipe + SHA-256', 's', sec(times.pipe)),
+      ferryRate: metric('ferry throughput', 'MB/s', rate(times.ferry)),
+      pipeRate: metric('pipe throughput', 'MB/s', rate(times.pipe)),
+      ferryCpu: metric('ferry CPU, both ends', 's', sec(ferryCpu)),
+      pipeCpu: metric('pipe CPU, both ends', 's', sec(pipeCpu)),
+      ferryServerCpu: metric('ferry serve CPU', 's', sec(cpu.ferryServer)),
+      pipeServerCpu: metric('pipe receiver CPU', 's', sec(cpu.pipeServer)),
+      ferrySenderCpu: metric('ferry send CPU', 's', sec(cpu.ferrySender)),
+      pipeSenderCpu: metric('pipe sender CPU', 's', sec(cpu.pipeSender)),
+      nc: haveNc ? metric('nc (no hashing)', 's', sec(times.nc), { rate: metric('nc throughput', 'MB/s', rate(times.nc)) }) : { label: 'nc (no hashing)', status: 'not installed' },
     };
-    const ratio = median(times.ferry) / median(times.pipe);
-    const perRun = times.ferry.map((f, i) => f / times.pipe[i]);
+    const ratios = {
+      'ferry/pipe': ratioOf(times.ferry, times.pipe),
+      'cpu ferry/pipe': ratioOf(ferryCpu, pipeCpu),
+      'server cpu ferry/pipe': ratioOf(cpu.ferryServer, cpu.pipeServer),
+      'sender cpu ferry/pipe': ratioOf(cpu.ferrySender, cpu.pipeSender),
+      'rate ferry/pipe': ratioOf(rate(times.ferry), rate(times.pipe)),
+      ...(haveNc ? { 'ferry/nc': ratioOf(times.ferry, times.nc), 'pipe/nc': ratioOf(times.pipe, times.nc) } : {}),
+    };
     return {
-      params: { bytes, runs: ctx.runs, file: 'AES-CTR keystream', receiverWritesTo: ctx.tempRoot },
+      params: { bytes, runs: ctx.runs, file: 'AES-CTR keystream', receiverWritesTo: ctx.tempRoot, cpu: 'user + system, receiver from /proc/<pid>/stat, sender from its own process.cpuUsage()' },
       metrics,
-      ratios: {
-        'ferry/pipe': { value: ratio, perRun, min: Math.min(...perRun), max: Math.max(...perRun) },
-        ...(haveNc ? { 'ferry/nc': { value: median(times.ferry) / median(times.nc) }, 'pipe/nc': { value: median(times.pipe) / median(times.nc) } } : {}),
-      },
-      targets: [target('ferry time ≤ 1.15 × pipe time', ratio, '<=', 1.15)],
+      ratios,
+      targets: [target('ferry time ≤ 1.15 × pipe time', ratios['ferry/pipe'].value, '<=', 1.15), target('ferry CPU (both ends) ≤ 1.3 × pipe CPU', ratios['cpu ferry/pipe'].value, '<=', 1.3)],
+      table: [
+        row('wall time, sender spawn → exit', 'ferry', { baseline: 'pipe', ratio: 'ferry/pipe', target: 0 }),
+        row('throughput', 'ferryRate', { baseline: 'pipeRate', ratio: 'rate ferry/pipe' }),
+        row('CPU user+sys, both ends', 'ferryCpu', { baseline: 'pipeCpu', ratio: 'cpu ferry/pipe', target: 1 }),
+        row('  receiver (serve)', 'ferryServerCpu', { baseline: 'pipeServerCpu', ratio: 'server cpu ferry/pipe' }),
+        row('  sender (send)', 'ferrySenderCpu', { baseline: 'pipeSenderCpu', ratio: 'sender cpu ferry/pipe' }),
+        row('netcat, no hashing', 'nc', haveNc ? { ratio: 'ferry/nc' } : {}),
+      ],
     };
   } finally {
     removeTempDir(dir);

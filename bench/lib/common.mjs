@@ -311,6 +311,34 @@ export function memoryOf(pid) {
   return { rss: field('VmRSS'), hwm: field('VmHWM') };
 }
 
+let clockTicks;
+/** Clock ticks per second, the unit of the CPU times in /proc/<pid>/stat. */
+function ticksPerSecond() {
+  if (clockTicks === undefined) {
+    const out = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    const n = Number(out.stdout?.trim());
+    clockTicks = Number.isFinite(n) && n > 0 ? n : 100;
+  }
+  return clockTicks;
+}
+
+/**
+ * CPU time a running process has used so far, all its threads: `{ user, system }` in ms, from
+ * /proc/<pid>/stat (fields 14 and 15, in clock ticks), or undefined when the process is gone.
+ */
+export function cpuTimeOf(pid) {
+  let text;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const tick = 1000 / ticksPerSecond();
+  return { user: Number(fields[11]) * tick, system: Number(fields[12]) * tick };
+}
+
 /** The soft and hard open-file limits of this process. */
 export function fdLimits() {
   try {
@@ -329,6 +357,11 @@ export function fdLimits() {
 /** The shell prefix that raises a child's open-file limit to `wanted`, or as far as it may go. */
 export function ulimitPrefix(wanted) {
   return `ulimit -n ${wanted} 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null;`;
+}
+
+/** Spawns a tracked child (stdin piped) with its open-file limit raised to `limit`, or as far as it may go. */
+export function spawnWithFdLimit(limit, command, args, options = {}) {
+  return spawnTracked('bash', ['-c', `${ulimitPrefix(limit)} exec "$@"`, 'bash', command, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...options });
 }
 
 /**
@@ -389,3 +422,25 @@ export function target(name, actual, op, value, detail = {}) {
 }
 
 export const mb = (bytes) => bytes / 1e6;
+
+/** The value for the run's scale: `--smoke` (tiny, CI), `--quick` (small) or a full run. */
+export function bySize(ctx, { smoke, quick, full }) {
+  return ctx.smoke ? smoke : ctx.quick ? quick : full;
+}
+
+/**
+ * One line of the printed table: a measure, ferry's metric beside its baseline's (keys into the
+ * figure's `metrics`), the ratio between them (a key into `ratios`) and the target judged on it (an
+ * index into `targets`). Any of baseline, ratio and target may be left out.
+ */
+export function row(measure, ferry, { baseline, ratio, target: targetIndex } = {}) {
+  return { measure, ferry, ...(baseline ? { baseline } : {}), ...(ratio ? { ratio } : {}), ...(targetIndex !== undefined ? { target: targetIndex } : {}) };
+}
+
+/** A ratio of two medians, with the ratio within each run (both measured back to back) when given. */
+export function ratioOf(contender, baseline) {
+  const value = median(contender) / median(baseline);
+  if (contender.length < 2 || contender.length !== baseline.length) return { value };
+  const perRun = contender.map((c, i) => c / baseline[i]);
+  return { value, perRun: perRun.map(round), min: round(Math.min(...perRun)), max: round(Math.max(...perRun)) };
+}
