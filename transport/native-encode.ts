@@ -1,0 +1,121 @@
+/**
+ * The native format's encoders. Small frames are built in one allocation; DATA frames are a 5-byte
+ * header written before the caller's chunk (corked together), so file bytes are never copied.
+ */
+import {
+  FRAME_HEADER_LENGTH,
+  FrameType,
+  PREAMBLE_LENGTH,
+  PREAMBLE_MAGIC,
+  PROTOCOL_VERSION,
+  type ErrorInfo,
+  type HelloInfo,
+  type OpenResultInfo,
+  type UploadOffer,
+  type UploadResultInfo,
+  type WelcomeInfo,
+} from './frames.js';
+import type { ReplyEncoder, SessionReply } from './replies.js';
+
+export function preamble(): Buffer {
+  const buf = Buffer.alloc(PREAMBLE_LENGTH);
+  PREAMBLE_MAGIC.copy(buf, 0);
+  buf[PREAMBLE_MAGIC.length] = PROTOCOL_VERSION;
+  return buf;
+}
+
+export function frameHeader(type: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH);
+  buf[0] = type;
+  buf.writeUInt32BE(length, 1);
+  return buf;
+}
+
+function frame(type: number, payload: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + payload.length);
+  buf[0] = type;
+  buf.writeUInt32BE(payload.length, 1);
+  payload.copy(buf, FRAME_HEADER_LENGTH);
+  return buf;
+}
+
+function jsonFrame(type: number, value: object): Buffer {
+  return frame(type, Buffer.from(JSON.stringify(value), 'utf8'));
+}
+
+function idFrame(type: number, id: number, text: string): Buffer {
+  const length = Buffer.byteLength(text, 'utf8');
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 4 + length);
+  buf[0] = type;
+  buf.writeUInt32BE(4 + length, 1);
+  buf.writeUInt32BE(id, FRAME_HEADER_LENGTH);
+  buf.write(text, FRAME_HEADER_LENGTH + 4, 'utf8');
+  return buf;
+}
+
+export const encode = {
+  // The hello ends with a line feed (JSON allows it), so that a line-based server reached by
+  // mistake, such as an HTTP server, answers at once and is recognised instead of waiting.
+  hello: (info: HelloInfo) => frame(FrameType.HELLO, Buffer.from(`${JSON.stringify(info)}\n`, 'utf8')),
+  welcome: (info: WelcomeInfo) => jsonFrame(FrameType.WELCOME, info),
+  bye: () => frame(FrameType.BYE, Buffer.alloc(0)),
+  error: (info: ErrorInfo) => jsonFrame(FrameType.ERROR, info),
+  ping: (payload: Buffer = Buffer.alloc(0)) => frame(FrameType.PING, payload),
+  pong: (payload: Buffer = Buffer.alloc(0)) => frame(FrameType.PONG, payload),
+  message: (id: number, text: string) => idFrame(FrameType.MESSAGE, id, text),
+  messageAck: (id: number, text: string) => idFrame(FrameType.MESSAGE_ACK, id, text),
+  uploadOffer: (offer: UploadOffer) => jsonFrame(FrameType.UPLOAD_OFFER, offer),
+  uploadAccept: (id: number, offset: number) => jsonFrame(FrameType.UPLOAD_ACCEPT, { id, offset }),
+  dataHeader: (length: number) => frameHeader(FrameType.DATA, length),
+  uploadEnd: (id: number, sha256: string) => jsonFrame(FrameType.UPLOAD_END, { id, sha256 }),
+  uploadDone: (result: UploadResultInfo) => jsonFrame(FrameType.UPLOAD_DONE, result),
+  open: (id: number, name: string) => jsonFrame(FrameType.OPEN, { id, name }),
+  challenge: (nonce: string) => jsonFrame(FrameType.CHALLENGE, { nonce }),
+  auth: (mac: string) => jsonFrame(FrameType.AUTH, { mac }),
+  openResult: (id: number, result: OpenResultInfo) => jsonFrame(FrameType.OPEN_RESULT, { id, ...result }),
+};
+
+/** Turns session replies into native frames. The welcome carries the server's preamble first. */
+export const nativeReplies: ReplyEncoder = {
+  encode(reply: SessionReply): Buffer | undefined {
+    switch (reply.type) {
+      case 'welcome':
+        return Buffer.concat([preamble(), encode.welcome(reply.info)]);
+      case 'message-ack':
+        return encode.messageAck(reply.id, reply.text);
+      case 'upload-accept':
+        return encode.uploadAccept(reply.id, reply.offset);
+      case 'upload-done':
+        return encode.uploadDone(reply.result);
+      case 'open-result':
+        return encode.openResult(reply.id, reply.result);
+      case 'error':
+        return encode.error(reply.error);
+      case 'pong':
+        return encode.pong(reply.payload);
+      case 'ping':
+        return encode.ping();
+      case 'challenge':
+        return encode.challenge(reply.nonce);
+      case 'bye':
+        return encode.bye();
+    }
+  },
+};
+
+/**
+ * Native replies for one connection: the server's preamble goes out before its first reply,
+ * whatever that is, so a client can read an ERROR sent before the welcome (a refused handshake).
+ */
+export function nativeConnectionReplies(): ReplyEncoder {
+  let opened = false;
+  return {
+    encode(reply: SessionReply): Buffer | undefined {
+      if (opened) return reply.type === 'welcome' ? encode.welcome(reply.info) : nativeReplies.encode(reply);
+      const bytes = nativeReplies.encode(reply);
+      if (bytes === undefined) return bytes;
+      opened = true;
+      return reply.type === 'welcome' ? bytes : Buffer.concat([preamble(), bytes]);
+    },
+  };
+}
