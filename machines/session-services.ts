@@ -170,8 +170,15 @@ export function sessionImplementations(services: SessionServices) {
       logUploadStarted: ({ context }: Args, params: { name: string }) => {
         logOf(context).info({ event: 'upload-started', id: context.upload?.offer.id, name: params.name, size: context.upload?.offer.size }, 'upload started');
       },
-      logFileSaved: ({ context }: Args, params: { savedAs: string; bytes: number; sha256: string; skipped?: boolean }) => {
-        logOf(context).info({ event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, ...params }, params.skipped ? 'file already stored, skipped' : 'file saved');
+      /** Logs the file `assignSaved` just put in the context. */
+      logFileSaved: ({ context }: Args) => {
+        const saved = context.upload?.saved;
+        if (!saved) return;
+        const { savedAs, bytes, sha256, skipped } = saved;
+        logOf(context).info(
+          { event: 'file-saved', id: context.upload?.offer.id, name: context.upload?.offer.name, savedAs, bytes, sha256, ...(skipped ? { skipped: true } : {}) },
+          skipped ? 'file already stored, skipped' : 'file saved',
+        );
       },
       logUploadFailed: ({ context }: Args, params: { error: FerryError }) => {
         logOf(context).warn({ event: 'upload-failed', id: context.upload?.offer.id, name: context.upload?.offer.name, code: params.error.code }, params.error.message);

@@ -29,11 +29,6 @@ function uploadOpeningAsked(context: SessionContext): boolean {
   return context.upload?.offer.open === true || (context.format === 'legacy' && context.settings.media.enabled);
 }
 
-/** What the log says of a stored file. */
-function savedFields(saved: SavedFile): { savedAs: string; bytes: number; sha256: string; skipped?: boolean } {
-  return { savedAs: saved.savedAs, bytes: saved.bytes, sha256: saved.sha256, ...(saved.skipped ? { skipped: true } : {}) };
-}
-
 function errorReply(error: FerryError, id?: number): SessionReply {
   return { type: 'error', error: id === undefined ? { code: error.code, message: error.message } : { code: error.code, message: error.message, id } };
 }
@@ -77,7 +72,7 @@ export const sessionMachine = setup({
     reportAuthFailure: () => {},
     logMediaOutcome: (_, _params: MediaOutcome) => {},
     logUploadStarted: (_, _params: { name: string }) => {},
-    logFileSaved: (_, _params: { savedAs: string; bytes: number; sha256: string; skipped?: boolean }) => {},
+    logFileSaved: () => {},
     logUploadFailed: (_, _params: { error: FerryError }) => {},
     logProtocolError: (_, _params: { error: FerryError }) => {},
     logUnexpected: () => {},
@@ -125,7 +120,8 @@ export const sessionMachine = setup({
     forwardChunk: sendTo('receiver', (_, params: { chunk: Buffer }) => ({ type: 'data' as const, chunk: params.chunk })),
     finishFile: sendTo('receiver', (_, params: { sha256: string | undefined }) => (params.sha256 !== undefined ? { type: 'finish' as const, sha256: params.sha256 } : { type: 'finish' as const })),
     assignSaved: assign({ upload: ({ context }, params: { saved: SavedFile }) => (context.upload ? { ...context.upload, saved: params.saved } : context.upload) }),
-    emitFileSaved: emit((_, params: { saved: SavedFile }) => ({ type: 'file-saved' as const, saved: params.saved })),
+    /** Tells the world of the file just stored (`assignSaved` put it in the context). */
+    emitFileSaved: emit(({ context }) => ({ type: 'file-saved' as const, saved: context.upload!.saved! })),
     replyUploadDone: sendTo('connection', ({ context }, params: MediaOutcome) => {
       const saved = context.upload!.saved!;
       return {
@@ -301,24 +297,10 @@ export const sessionMachine = setup({
             },
             // The store holds this very file already (the offer named its SHA-256): done without any bytes.
             'file.saved': [
-              {
-                guard: 'openingAsked',
-                target: '#session.dispatchingMedia',
-                actions: [
-                  { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
-                  { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
-                ],
-              },
+              { guard: 'openingAsked', target: '#session.dispatchingMedia', actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved'] },
               {
                 target: '#session.awaitingHeader',
-                actions: [
-                  { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
-                  { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'replyUploadDone', params: {} },
-                  'clearUpload',
-                ],
+                actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved', { type: 'replyUploadDone', params: {} }, 'clearUpload'],
               },
             ],
             'file.refused': [
@@ -358,25 +340,11 @@ export const sessionMachine = setup({
           entry: 'pauseReading',
           on: {
             'file.saved': [
-              {
-                guard: 'openingAsked',
-                target: '#session.dispatchingMedia',
-                actions: [
-                  { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
-                  { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
-                ],
-              },
+              { guard: 'openingAsked', target: '#session.dispatchingMedia', actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved'] },
               // Nothing to open: answer at once.
               {
                 target: '#session.awaitingHeader',
-                actions: [
-                  { type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'logFileSaved', params: ({ event }) => savedFields(event.saved) },
-                  { type: 'emitFileSaved', params: ({ event }) => ({ saved: event.saved }) },
-                  { type: 'replyUploadDone', params: {} },
-                  'clearUpload',
-                ],
+                actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved', { type: 'replyUploadDone', params: {} }, 'clearUpload'],
               },
             ],
             'file.failed': [
