@@ -189,7 +189,7 @@ export const clientMachine = setup({
       // Consecutive messages leave as one command; an open request keeps its place between them.
       let run: MessageJob[] = [];
       const endRun = () => {
-        if (run.length > 0) enqueue.sendTo('link', { type: 'send-messages', messages: run.map((m) => ({ id: m.id, text: m.text })) });
+        if (run.length > 0) enqueue.sendTo('link', { type: 'send-messages', messages: run });
         run = [];
       };
       let i = 0;
@@ -220,7 +220,7 @@ export const clientMachine = setup({
         else sending.push({ kind: 'message', id: m.id, text: m.text });
       }
       if (sending.length === 0) return;
-      enqueue.sendTo('link', { type: 'send-messages', messages: sending.map((m) => ({ id: m.id, text: m.text })) });
+      enqueue.sendTo('link', { type: 'send-messages', messages: sending });
       enqueue.assign({ inflight: [...context.inflight, ...sending] });
     }),
     sendOpenNow: enqueueActions(({ context, enqueue }, job: OpenJob) => {
