@@ -4,7 +4,6 @@
  * killed with SIGKILL and run again. Synchronises on files growing, log lines and process exits;
  * the only timer paces the lines written into `connect`.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,38 +11,23 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { within } from './helpers/async.js';
-import { hashFile, tempDir, writeSeededFile } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { hashFile, scratchDirs, writeSeededFile } from './helpers/files.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-recovery-');
 const proxies: AckHoldingProxy[] = [];
 const RETRY = ['--retry-initial', '100ms', '--retry-max', '500ms'];
 const SIZE = 60 * 1024 * 1024;
 const POLL = { timeout: 15_000, interval: 10 };
 
-beforeAll(() => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   for (const proxy of proxies.splice(0)) proxy.close();
   await killAll();
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-recovery-');
-  dirs.push(dir);
-  return dir;
-}
-
-function isEvent(event: string) {
-  return (line: string): boolean => jsonLines(line)[0]?.event === event;
-}
+afterAll(() => scratch.removeAll());
 
 /** `ferry serve` on `port` (0: any) into `uploadDir`; resolves with its port once it is ready. */
 async function serve(uploadDir: string, port = 0, extra: string[] = []): Promise<{ proc: Proc; port: number }> {

@@ -1,9 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(REPO_ROOT, 'dist/apps/cli.js');
+
+/** Builds dist/ when it is missing; `npm test` builds first, so this only runs on a fresh checkout. Use as `beforeAll(buildCliOnce, 120_000)`. */
+export function buildCliOnce(): void {
+  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+}
 
 export interface Exit {
   code: number | null;
@@ -144,4 +150,12 @@ export function jsonLines(text: string): Record<string, unknown>[] {
     }
   }
   return records;
+}
+
+/** A line predicate for `waitForLine`: a JSON log line whose `event` is `event` (and that passes `extra`). */
+export function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true): (line: string) => boolean {
+  return (line: string): boolean => {
+    const [record] = jsonLines(line);
+    return record !== undefined && record.event === event && extra(record);
+  };
 }
