@@ -5,17 +5,16 @@
  * the only timer paces the lines written into `connect`.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { within } from './helpers/async.js';
 import { hashFile, scratchDirs, writeSeededFile } from './helpers/files.js';
+import { FreezingProxy } from './helpers/freezing-proxy.js';
 import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
 
 const scratch = scratchDirs('ferry-recovery-');
-const proxies: AckHoldingProxy[] = [];
+const proxies: FreezingProxy[] = [];
 const RETRY = ['--retry-initial', '100ms', '--retry-max', '500ms'];
 const SIZE = 60 * 1024 * 1024;
 const POLL = { timeout: 15_000, interval: 10 };
@@ -87,53 +86,6 @@ function typeLines(stdin: Writable, lines: string[], every = 50): Promise<void> 
       }
     }, every);
   });
-}
-
-/** A TCP proxy in front of a port that can stop passing the server's replies on the current connection. */
-class AckHoldingProxy {
-  private readonly server: net.Server;
-  private readonly open = new Set<net.Socket>();
-  private readonly links: { holdDown: boolean }[] = [];
-
-  constructor(target: number) {
-    this.server = net.createServer((client) => {
-      const upstream = net.connect({ host: '127.0.0.1', port: target });
-      const link = { holdDown: false };
-      this.links.push(link);
-      for (const s of [client, upstream]) {
-        this.open.add(s);
-        s.on('error', () => {});
-        s.on('close', () => this.open.delete(s));
-      }
-      client.on('data', (chunk: Buffer) => upstream.write(chunk));
-      upstream.on('data', (chunk: Buffer) => {
-        if (!link.holdDown) client.write(chunk);
-      });
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-    });
-    proxies.push(this);
-  }
-
-  async listen(): Promise<number> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server, 'listening');
-    return (this.server.address() as net.AddressInfo).port;
-  }
-
-  /** From now on the server's bytes on the newest connection are swallowed. */
-  holdReplies(): void {
-    this.links.at(-1)!.holdDown = true;
-  }
-
-  get connections(): number {
-    return this.links.length;
-  }
-
-  close(): void {
-    this.server.close();
-    for (const s of this.open) s.destroy();
-  }
 }
 
 describe('recovery with real processes', () => {
@@ -214,7 +166,8 @@ describe('recovery with real processes', () => {
     const dir = scratch();
     const uploadDir = path.join(dir, 'upload');
     const first = await serve(uploadDir, 0, ['--log-level', 'debug']);
-    const proxy = new AckHoldingProxy(first.port);
+    const proxy = new FreezingProxy(first.port);
+    proxies.push(proxy);
     const proxyPort = await proxy.listen();
     const connect = startCli(['connect', '--json', '--port', String(proxyPort), '--state-dir', path.join(dir, 'state'), ...RETRY]);
     const texts = Array.from({ length: 40 }, (_, i) => `journal line ${String(i + 1).padStart(2, '0')}`);
