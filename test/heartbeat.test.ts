@@ -26,7 +26,7 @@ import { encodeLegacyMessage } from '../transport/legacy-codec.js';
 import { memoryPair, type MemoryTransport } from '../transport/memory-transport.js';
 import { ClientDecoder, encode, preamble } from '../transport/native-codec.js';
 import type { ClientToken } from '../transport/frames.js';
-import { AsyncQueue, content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
+import { AsyncQueue, closeAll, content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
 import { FreezingProxy } from './helpers/freezing-proxy.js';
 import { ClientHarness, refused, type ClientHarnessOptions } from './helpers/client-harness.js';
 import { ControlledStore, PeerClient, soloSession } from './helpers/session-harness.js';
@@ -51,8 +51,7 @@ afterEach(async () => {
   }
   for (const socket of sockets.splice(0)) socket.destroy();
   for (const cleanup of cleanups.splice(0)) cleanup();
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   removeTempDirs();
 });
 
