@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildCliOnce, REPO_ROOT, cleanEnv } from './helpers/processes.js';
+import { REPO_ROOT, buildCliOnce, cleanEnv } from './helpers/processes.js';
 
 const RUN = path.join(REPO_ROOT, 'bench', 'run.mjs');
 

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { scratchDirs, sha256 } from './helpers/files.js';
-import { buildCliOnce, CLI, cleanEnv, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { CLI, buildCliOnce, cleanEnv, killAll, runCli, startServe, type Proc } from './helpers/processes.js';
 import { freePort } from './helpers/ports.js';
 
 const scratch = scratchDirs('ferry-cli-connect-');
@@ -27,9 +27,7 @@ afterEach(async () => {
 afterAll(() => scratch.removeAll());
 
 async function serve(uploadDir: string, port = 0): Promise<{ proc: Proc; port: number }> {
-  const proc = startCli(['serve', '--port', String(port), '--upload-dir', uploadDir]);
-  await proc.waitForLine((line) => jsonLines(line)[0]?.event === 'ready');
-  return { proc, port: jsonLines(proc.stdout).find((r) => r.event === 'listening')!.port as number };
+  return startServe(['--port', String(port), '--upload-dir', uploadDir]);
 }
 
 async function kill(proc: Proc): Promise<void> {

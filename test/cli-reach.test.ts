@@ -12,7 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { scratchDirs } from './helpers/files.js';
-import { buildCliOnce, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, killAll, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
 import { freePort } from './helpers/ports.js';
 
 const scratch = scratchDirs('ferry-cli-reach-');
@@ -28,9 +28,7 @@ afterEach(async () => {
 afterAll(() => scratch.removeAll());
 
 async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number }> {
-  const proc = startCli(['serve', '--upload-dir', path.join(scratch(), 'upload'), ...(extra.includes('--port') ? [] : ['--port', '0']), ...extra]);
-  await proc.waitForLine((line) => jsonLines(line)[0]?.event === 'ready');
-  return { proc, port: jsonLines(proc.stdout).find((r) => r.event === 'listening')!.port as number };
+  return startServe(['--upload-dir', path.join(scratch(), 'upload'), ...(extra.includes('--port') ? [] : ['--port', '0']), ...extra]);
 }
 
 async function listen(server: net.Server): Promise<number> {

@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { scratchDirs, sha256 } from './helpers/files.js';
-import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
 
 const scratch = scratchDirs('ferry-cli-send-');
 
@@ -23,11 +23,7 @@ afterAll(() => scratch.removeAll());
 
 async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
   const uploadDir = path.join(scratch(), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, ...extra]);
-  const line = await proc.waitForLine(isEvent('ready'));
-  const listening = jsonLines(proc.stdout).find((r) => r.event === 'listening');
-  expect(line).toBeTruthy();
-  return { proc, port: listening!.port as number, uploadDir };
+  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, ...extra])), uploadDir };
 }
 
 function stored(uploadDir: string): string[] {

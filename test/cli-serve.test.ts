@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { scratchDirs } from './helpers/files.js';
-import { buildCliOnce, CLI, REPO_ROOT, cleanEnv, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { CLI, REPO_ROOT, buildCliOnce, cleanEnv, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
 
 const scratch = scratchDirs('ferry-cli-serve-');
 const children: { kill(): void; exited: Promise<unknown> }[] = [];

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { scratchDirs, sha256 } from './helpers/files.js';
-import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, listeningPort, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
 
 const scratch = scratchDirs('ferry-e2e-');
 
@@ -20,21 +20,10 @@ afterEach(async () => {
 
 afterAll(() => scratch.removeAll());
 
-/** Parses the listening log line of a `serve` process. */
-async function listeningPort(proc: Proc): Promise<number> {
-  const line = await proc.waitForLine(isEvent('listening'));
-  const port = jsonLines(line)[0]!.port;
-  expect(typeof port).toBe('number');
-  return port as number;
-}
-
 /** `ferry serve --port 0` into a fresh upload folder; resolves once it accepts connections. */
 async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
   const uploadDir = path.join(scratch(), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, ...extra]);
-  const port = await listeningPort(proc);
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port, uploadDir };
+  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, ...extra])), uploadDir };
 }
 
 /** Ports that were free a moment ago (held together, so they are distinct). */

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { within } from './helpers/async.js';
 import { scratchDirs, sha256 } from './helpers/files.js';
-import { buildCliOnce, REPO_ROOT, jsonLines, killAll, startCli, type Exit, type Proc } from './helpers/processes.js';
+import { REPO_ROOT, buildCliOnce, isEvent, jsonLines, killAll, startCli, type Exit, type Proc } from './helpers/processes.js';
 
 const ORIGINAL_SERVER = path.join(REPO_ROOT, 'test/legacy/original_server.py');
 const ORIGINAL_CLIENT = path.join(REPO_ROOT, 'test/legacy/original_client.py');
@@ -144,13 +144,6 @@ function expectNoStackTrace(text: string): void {
 
 // ---------------------------------------------------------------------------------------------
 // (a) ferry's server, the original client
-
-function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true) {
-  return (line: string): boolean => {
-    const [record] = jsonLines(line);
-    return record !== undefined && record.event === event && extra(record);
-  };
-}
 
 async function ferryServe(): Promise<{ server: Proc; port: number; uploadDir: string }> {
   const uploadDir = path.join(scratch(), 'upload');

@@ -14,7 +14,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { OpenResultInfo } from '../index.js';
 import { solidPng, toneWav, writeFixture } from './fixtures/media.js';
 import { tempDir } from './helpers/files.js';
-import { buildCliOnce, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, killAll, runCli, startServe, type Proc } from './helpers/processes.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -95,17 +95,10 @@ function scratch(): string {
   return dir;
 }
 
-function isEvent(event: string) {
-  return (line: string): boolean => jsonLines(line)[0]?.event === event;
-}
-
 /** `ferry serve --port 0 --open …`; resolves once it accepts connections. */
 async function serve(args: string[], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
   const uploadDir = path.join(scratch(), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, '--open', ...args], { env });
-  const port = jsonLines(await proc.waitForLine(isEvent('listening')))[0]!.port as number;
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port, uploadDir };
+  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, '--open', ...args], { env })), uploadDir };
 }
 
 /** `ferry send --open --json FILE`: the one result line. */

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { within } from './helpers/async.js';
 import { hashFile, scratchDirs, writeSeededFile } from './helpers/files.js';
 import { FreezingProxy } from './helpers/freezing-proxy.js';
-import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
 
 const scratch = scratchDirs('ferry-recovery-');
 const proxies: FreezingProxy[] = [];
@@ -30,10 +30,7 @@ afterAll(() => scratch.removeAll());
 
 /** `ferry serve` on `port` (0: any) into `uploadDir`; resolves with its port once it is ready. */
 async function serve(uploadDir: string, port = 0, extra: string[] = []): Promise<{ proc: Proc; port: number }> {
-  const proc = startCli(['serve', '--port', String(port), '--upload-dir', uploadDir, ...extra]);
-  const listening = await proc.waitForLine(isEvent('listening'));
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port: jsonLines(listening)[0]!.port as number };
+  return startServe(['--port', String(port), '--upload-dir', uploadDir, ...extra]);
 }
 
 async function kill(proc: Proc): Promise<void> {

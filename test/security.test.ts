@@ -23,7 +23,7 @@ import { ClientDecoder, ServerDecoder, encode, preamble } from '../transport/nat
 import { DEFAULT_LIMITS, type ClientToken, type ServerToken } from '../transport/frames.js';
 import { encodeLegacyFileHeader, LEGACY_EXIT_COMMAND, LEGACY_FILE_COMMAND } from '../transport/legacy-codec.js';
 import { AsyncQueue, finalFiles, partialFiles, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
-import { buildCliOnce, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startServe, type Proc } from './helpers/processes.js';
 import { ws } from './helpers/ws.js';
 
 const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
@@ -159,21 +159,10 @@ async function startReceiver(): Promise<{ url: string; texts: string[] }> {
 
 // --- CLI helpers --------------------------------------------------------------------------------
 
-function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true) {
-  return (line: string): boolean => {
-    const [record] = jsonLines(line);
-    return record !== undefined && record.event === event && extra(record);
-  };
-}
-
 /** `ferry serve --port 0 …`; resolves once it is ready. */
 async function serveCli(extra: string[] = [], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
   const uploadDir = path.join(tempDir('ferry-sec-cli-'), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, '--heartbeat', '0', ...extra], { env });
-  const line = await proc.waitForLine(isEvent('listening'));
-  const port = jsonLines(line)[0]!.port as number;
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port, uploadDir };
+  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, '--heartbeat', '0', ...extra], { env })), uploadDir };
 }
 
 /** Sends SIGTERM and waits for a clean exit, so every log line has been read. */

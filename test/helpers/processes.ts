@@ -159,3 +159,19 @@ export function isEvent(event: string, extra: (record: Record<string, unknown>) 
     return record !== undefined && record.event === event && extra(record);
   };
 }
+
+/** The port in the `listening` log line of a `serve` process. */
+export async function listeningPort(proc: Proc): Promise<number> {
+  const line = await proc.waitForLine(isEvent('listening'));
+  const port = jsonLines(line)[0]!.port;
+  if (typeof port !== 'number') throw new Error(`the listening line carries no port: ${line}`);
+  return port;
+}
+
+/** Starts `ferry serve ...args`; resolves once it accepts connections, with the port it listens on. */
+export async function startServe(args: string[], options: Parameters<typeof startCli>[1] = {}): Promise<{ proc: Proc; port: number }> {
+  const proc = startCli(['serve', ...args], options);
+  const port = await listeningPort(proc);
+  await proc.waitForLine(isEvent('ready'));
+  return { proc, port };
+}
