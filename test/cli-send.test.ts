@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { scratchDirs, sha256 } from './helpers/files.js';
-import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, serveInto, startCli, type Proc } from './helpers/processes.js';
 
 const scratch = scratchDirs('ferry-cli-send-');
 
@@ -21,9 +21,8 @@ afterEach(async () => {
 
 afterAll(() => scratch.removeAll());
 
-async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(scratch(), 'upload');
-  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, ...extra])), uploadDir };
+function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(scratch(), extra);
 }
 
 function stored(uploadDir: string): string[] {

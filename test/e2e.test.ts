@@ -8,7 +8,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { scratchDirs, sha256 } from './helpers/files.js';
-import { buildCliOnce, isEvent, jsonLines, killAll, listeningPort, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, listeningPort, runCli, serveInto, startCli, type Proc } from './helpers/processes.js';
 
 const scratch = scratchDirs('ferry-e2e-');
 
@@ -21,9 +21,8 @@ afterEach(async () => {
 afterAll(() => scratch.removeAll());
 
 /** `ferry serve --port 0` into a fresh upload folder; resolves once it accepts connections. */
-async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(scratch(), 'upload');
-  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, ...extra])), uploadDir };
+function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(scratch(), extra);
 }
 
 /** Ports that were free a moment ago (held together, so they are distinct). */

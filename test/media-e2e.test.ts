@@ -14,7 +14,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { OpenResultInfo } from '../index.js';
 import { solidPng, toneWav, writeFixture } from './fixtures/media.js';
 import { tempDir } from './helpers/files.js';
-import { buildCliOnce, killAll, runCli, startServe, type Proc } from './helpers/processes.js';
+import { buildCliOnce, killAll, runCli, serveInto, type Proc } from './helpers/processes.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -96,9 +96,8 @@ function scratch(): string {
 }
 
 /** `ferry serve --port 0 --open …`; resolves once it accepts connections. */
-async function serve(args: string[], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(scratch(), 'upload');
-  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, '--open', ...args], { env })), uploadDir };
+function serve(args: string[], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(scratch(), ['--open', ...args], { env });
 }
 
 /** `ferry send --open --json FILE`: the one result line. */

@@ -23,7 +23,7 @@ import { ClientDecoder, ServerDecoder, encode, preamble } from '../transport/nat
 import { DEFAULT_LIMITS, type ClientToken, type ServerToken } from '../transport/frames.js';
 import { encodeLegacyFileHeader, LEGACY_EXIT_COMMAND, LEGACY_FILE_COMMAND } from '../transport/legacy-codec.js';
 import { AsyncQueue, finalFiles, partialFiles, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
-import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startServe, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, serveInto, type Proc } from './helpers/processes.js';
 import { ws } from './helpers/ws.js';
 
 const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
@@ -160,9 +160,8 @@ async function startReceiver(): Promise<{ url: string; texts: string[] }> {
 // --- CLI helpers --------------------------------------------------------------------------------
 
 /** `ferry serve --port 0 …`; resolves once it is ready. */
-async function serveCli(extra: string[] = [], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(tempDir('ferry-sec-cli-'), 'upload');
-  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, '--heartbeat', '0', ...extra], { env })), uploadDir };
+function serveCli(extra: string[] = [], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(tempDir('ferry-sec-cli-'), ['--heartbeat', '0', ...extra], { env });
 }
 
 /** Sends SIGTERM and waits for a clean exit, so every log line has been read. */

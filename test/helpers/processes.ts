@@ -175,3 +175,9 @@ export async function startServe(args: string[], options: Parameters<typeof star
   await proc.waitForLine(isEvent('ready'));
   return { proc, port };
 }
+
+/** `ferry serve --port 0 ...extra` into a new `upload` folder inside `dir`; resolves once it accepts connections. */
+export async function serveInto(dir: string, extra: string[] = [], options: Parameters<typeof startCli>[1] = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  const uploadDir = path.join(dir, 'upload');
+  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, ...extra], options)), uploadDir };
+}
