@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, REPO_ROOT, cleanEnv } from './helpers/processes.js';
+import { REPO_ROOT, buildCliOnce, cleanEnv } from './helpers/processes.js';
 
 const RUN = path.join(REPO_ROOT, 'bench', 'run.mjs');
 
@@ -60,8 +60,7 @@ function runBench(args: string[], timeoutMs: number): Promise<typeof outcome> {
 const isPositive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
 
 beforeAll(async () => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  buildCliOnce();
   scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-smoke-'));
   const help = execFileSync(process.execPath, [RUN, '--help'], { cwd: REPO_ROOT, env: cleanEnv(), encoding: 'utf8' });
   known = (/^figures: (.*)$/m.exec(help)?.[1] ?? '').split(', ').filter(Boolean);

@@ -7,48 +7,27 @@
  * Every wait is on a process exit or on text appearing (in the pane, or in the output), never a sleep.
  */
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { sha256, tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, cleanEnv, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { scratchDirs, sha256 } from './helpers/files.js';
+import { CLI, buildCliOnce, cleanEnv, killAll, runCli, startServe, type Proc } from './helpers/processes.js';
+import { freePort } from './helpers/ports.js';
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-cli-connect-');
 const terminals: Terminal[] = [];
 
-beforeAll(() => {
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   for (const terminal of terminals.splice(0)) terminal.close();
   await killAll();
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-cli-connect-');
-  dirs.push(dir);
-  return dir;
-}
+afterAll(() => scratch.removeAll());
 
 async function serve(uploadDir: string, port = 0): Promise<{ proc: Proc; port: number }> {
-  const proc = startCli(['serve', '--port', String(port), '--upload-dir', uploadDir]);
-  await proc.waitForLine((line) => jsonLines(line)[0]?.event === 'ready');
-  return { proc, port: jsonLines(proc.stdout).find((r) => r.event === 'listening')!.port as number };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  return startServe(['--port', String(port), '--upload-dir', uploadDir]);
 }
 
 async function kill(proc: Proc): Promise<void> {

@@ -8,19 +8,11 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { describeLocal, planUploads, type Planned } from '../apps/files.js';
 import { humanSizes } from '../apps/units.js';
-import { tempDir } from './helpers/files.js';
+import { scratchDirs } from './helpers/files.js';
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-cli-files-');
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-cli-files-');
-  dirs.push(dir);
-  return dir;
-}
+afterAll(() => scratch.removeAll());
 
 function summary(planned: Planned[]): (string | [string, string])[] {
   return planned.map((p) => (p.kind === 'file' ? [p.file, p.name ?? ''] : `error: ${p.error.message}`));

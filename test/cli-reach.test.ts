@@ -11,43 +11,24 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { scratchDirs } from './helpers/files.js';
+import { buildCliOnce, killAll, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
+import { freePort } from './helpers/ports.js';
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-cli-reach-');
 const closers: (() => Promise<unknown>)[] = [];
 
-beforeAll(() => {
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   for (const close of closers.splice(0)) await close();
   await killAll();
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-cli-reach-');
-  dirs.push(dir);
-  return dir;
-}
+afterAll(() => scratch.removeAll());
 
 async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number }> {
-  const proc = startCli(['serve', '--upload-dir', path.join(scratch(), 'upload'), ...(extra.includes('--port') ? [] : ['--port', '0']), ...extra]);
-  await proc.waitForLine((line) => jsonLines(line)[0]?.event === 'ready');
-  return { proc, port: jsonLines(proc.stdout).find((r) => r.event === 'listening')!.port as number };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  return startServe(['--upload-dir', path.join(scratch(), 'upload'), ...(extra.includes('--port') ? [] : ['--port', '0']), ...extra]);
 }
 
 async function listen(server: net.Server): Promise<number> {

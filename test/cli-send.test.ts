@@ -4,48 +4,25 @@
  * sizes in error sentences. Real `node dist/apps/cli.js` processes over loopback; every wait is on
  * a process exit, an output line or a file on disk, never a sleep.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { sha256, tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { scratchDirs, sha256 } from './helpers/files.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, serveInto, startCli, type Proc } from './helpers/processes.js';
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-cli-send-');
 
-beforeAll(() => {
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   await killAll();
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => scratch.removeAll());
 
-function scratch(): string {
-  const dir = tempDir('ferry-cli-send-');
-  dirs.push(dir);
-  return dir;
-}
-
-function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true) {
-  return (line: string): boolean => {
-    const [record] = jsonLines(line);
-    return record !== undefined && record.event === event && extra(record);
-  };
-}
-
-async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(scratch(), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, ...extra]);
-  const line = await proc.waitForLine(isEvent('ready'));
-  const listening = jsonLines(proc.stdout).find((r) => r.event === 'listening');
-  expect(line).toBeTruthy();
-  return { proc, port: listening!.port as number, uploadDir };
+function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(scratch(), extra);
 }
 
 function stored(uploadDir: string): string[] {

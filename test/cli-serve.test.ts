@@ -8,15 +8,13 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, cleanEnv, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { scratchDirs } from './helpers/files.js';
+import { CLI, REPO_ROOT, buildCliOnce, cleanEnv, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-cli-serve-');
 const children: { kill(): void; exited: Promise<unknown> }[] = [];
 
-beforeAll(() => {
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   for (const child of children.splice(0)) {
@@ -26,15 +24,7 @@ afterEach(async () => {
   await killAll();
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-cli-serve-');
-  dirs.push(dir);
-  return dir;
-}
+afterAll(() => scratch.removeAll());
 
 const isRoot = process.getuid?.() === 0;
 

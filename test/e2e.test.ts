@@ -2,58 +2,27 @@
  * The CLI as a user runs it: real `node dist/apps/cli.js` processes talking over loopback.
  * Synchronises on process exits and on lines appearing in their output, never on sleeps.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { sha256, tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { scratchDirs, sha256 } from './helpers/files.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, listeningPort, runCli, serveInto, startCli, type Proc } from './helpers/processes.js';
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-e2e-');
 
-beforeAll(() => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   await killAll();
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-e2e-');
-  dirs.push(dir);
-  return dir;
-}
-
-function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true) {
-  return (line: string): boolean => {
-    const [record] = jsonLines(line);
-    return record !== undefined && record.event === event && extra(record);
-  };
-}
-
-/** Parses the listening log line of a `serve` process. */
-async function listeningPort(proc: Proc): Promise<number> {
-  const line = await proc.waitForLine(isEvent('listening'));
-  const port = jsonLines(line)[0]!.port;
-  expect(typeof port).toBe('number');
-  return port as number;
-}
+afterAll(() => scratch.removeAll());
 
 /** `ferry serve --port 0` into a fresh upload folder; resolves once it accepts connections. */
-async function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(scratch(), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, ...extra]);
-  const port = await listeningPort(proc);
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port, uploadDir };
+function serve(extra: string[] = []): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(scratch(), extra);
 }
 
 /** Ports that were free a moment ago (held together, so they are distinct). */

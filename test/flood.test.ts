@@ -5,7 +5,6 @@
  * Every socket is bounded in count and time; everything waits on socket events, log lines and
  * process exits (the drip's own 50 ms pace is the attack, not synchronisation).
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -13,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientDecoder, encode, frameHeader, preamble } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS, FrameType } from '../transport/frames.js';
 import { content, finalFiles, removeTempDirs, tempDir, within } from './helpers/async.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
 
 declare module 'vitest' {
   interface TaskMeta {
@@ -39,8 +38,7 @@ let port: number;
 let uploadDir: string;
 
 beforeAll(async () => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  buildCliOnce();
   uploadDir = path.join(tempDir('ferry-flood-'), 'upload');
   server = startCli(['serve', '--port', '0', '--handshake-timeout', '2s', '--max-connections', String(MAX_CONNECTIONS), '--upload-dir', uploadDir]);
   const line = await server.waitForLine((l) => jsonLines(l)[0]?.event === 'listening');

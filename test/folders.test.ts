@@ -7,30 +7,20 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createClient, createServer, FerryError, type FerryClient, type FerryServer } from '../index.js';
+import { createClient, createServer, type FerryClient, type FerryServer } from '../index.js';
 import { UploadStore } from '../media/upload-store.js';
-import { content, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { closeAll, content, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { rejection } from './helpers/errors.js';
 
 const servers: FerryServer[] = [];
 const clients: FerryClient[] = [];
 
 afterEach(async () => {
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   removeTempDirs();
 });
 
 const KEY = 'abcdef0123456789abcdef0123456789';
-
-async function rejection(promise: Promise<unknown>): Promise<FerryError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    return err as FerryError;
-  }
-  throw new Error('expected a rejection');
-}
 
 /** Every file under `dir`, as relative paths with `/`, leaving out the state folder. */
 function tree(dir: string): string[] {

@@ -26,7 +26,8 @@ import { encodeLegacyMessage } from '../transport/legacy-codec.js';
 import { memoryPair, type MemoryTransport } from '../transport/memory-transport.js';
 import { ClientDecoder, encode, preamble } from '../transport/native-codec.js';
 import type { ClientToken } from '../transport/frames.js';
-import { AsyncQueue, content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
+import { AsyncQueue, closeAll, content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
+import { FreezingProxy } from './helpers/freezing-proxy.js';
 import { ClientHarness, refused, type ClientHarnessOptions } from './helpers/client-harness.js';
 import { ControlledStore, PeerClient, soloSession } from './helpers/session-harness.js';
 
@@ -50,8 +51,7 @@ afterEach(async () => {
   }
   for (const socket of sockets.splice(0)) socket.destroy();
   for (const cleanup of cleanups.splice(0)) cleanup();
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   removeTempDirs();
 });
 
@@ -248,44 +248,6 @@ describe('server heartbeat', () => {
 // Real sockets with short intervals.
 // ---------------------------------------------------------------------------------------------
 
-/** A TCP proxy whose server-to-client direction can be frozen without closing anything. */
-class FreezingProxy {
-  readonly links: { client: net.Socket; upstream: net.Socket; holdDown: boolean }[] = [];
-  private readonly server: net.Server;
-  private readonly open = new Set<net.Socket>();
-
-  constructor(target: number) {
-    this.server = net.createServer((client) => {
-      const upstream = net.connect({ host: '127.0.0.1', port: target });
-      const link = { client, upstream, holdDown: false };
-      this.links.push(link);
-      for (const s of [client, upstream]) {
-        this.open.add(s);
-        s.on('error', () => {});
-        s.on('close', () => this.open.delete(s));
-      }
-      client.on('data', (chunk: Buffer) => upstream.write(chunk));
-      upstream.on('data', (chunk: Buffer) => {
-        if (!link.holdDown) client.write(chunk);
-      });
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-    });
-    cleanups.push(() => this.close());
-  }
-
-  async listen(): Promise<number> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server, 'listening');
-    return (this.server.address() as net.AddressInfo).port;
-  }
-
-  close(): void {
-    this.server.close();
-    for (const s of this.open) s.destroy();
-  }
-}
-
 async function realServer(heartbeatMs: number) {
   const logs: Record<string, unknown>[] = [];
   const logger = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
@@ -318,6 +280,7 @@ describe('heartbeats end to end', () => {
     const hb = 100;
     const { port: serverPort, logs } = await realServer(hb);
     const proxy = new FreezingProxy(serverPort);
+    cleanups.push(() => proxy.close());
     const port = await proxy.listen();
     const client = createClient({ port, heartbeatMs: hb, retryInitialMs: 20, retryMaxMs: 50 });
     clients.push(client);

@@ -8,7 +8,6 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import http from 'node:http';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +18,7 @@ import { createActor, createMachine } from 'xstate';
 import { REDACTED } from '../apps/inspect/sanitize.js';
 import { startInspection, type Inspection } from '../apps/inspect/start.js';
 import { createClient, createServer } from '../index.js';
+import { ws, type WsSocket } from './helpers/ws.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BUILT = path.join(REPO_ROOT, 'dist/apps/inspect/start.js');
@@ -27,26 +27,6 @@ const SOURCES = [
   path.join(REPO_ROOT, 'transport/corked-writer.ts'),
 ];
 const SECRET = 'tok-3f9a8c1d2e7b';
-
-// --- `ws` (a dependency of @statelyai/inspect, without TypeScript types here) -------------------
-
-interface WsSocket {
-  on(event: 'message', listener: (data: Buffer) => void): this;
-  on(event: 'open' | 'close', listener: () => void): this;
-  on(event: 'error', listener: (error: Error) => void): this;
-  close(): void;
-  terminate(): void;
-}
-interface WsServer {
-  readonly clients: Set<WsSocket>;
-  on(event: 'connection', listener: (socket: WsSocket, req: http.IncomingMessage) => void): this;
-  address(): net.AddressInfo;
-  close(): void;
-}
-const ws = createRequire(import.meta.url)('ws') as {
-  WebSocket: new (url: string, options?: { origin?: string }) => WsSocket;
-  WebSocketServer: new (options: { host: string; port: number }) => WsServer;
-};
 
 /** A plain WebSocket server on loopback that keeps every text message it receives. */
 async function startReceiver(port = 0) {

@@ -12,6 +12,7 @@ import { createClient, createServer, FerryError, type ClientOptions, type FerryC
 import type { ClientToken } from '../transport/frames.js';
 import { ClientDecoder, encode, preamble } from '../transport/native-codec.js';
 import { hashFile, sha256, tempDir, writeSeededFile } from './helpers/files.js';
+import { closeAll } from './helpers/async.js';
 
 const dirs: string[] = [];
 const servers: FerryServer[] = [];
@@ -20,8 +21,7 @@ const sockets: net.Socket[] = [];
 
 afterEach(async () => {
   for (const socket of sockets.splice(0)) socket.destroy();
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
 

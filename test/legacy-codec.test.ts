@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { bytewise, feedAll, normalise, plain, splitAt } from './helpers/tokens.js';
+import { caught, expectProtocolError } from './helpers/errors.js';
 import { ErrorCodes, ProtocolError, type ErrorCode } from '../transport/errors.js';
 import { DEFAULT_LIMITS, type ServerToken, type UploadResultInfo } from '../transport/frames.js';
 import {
@@ -52,21 +53,6 @@ function expectDecodesEveryWay(stream: Buffer, expected: readonly ServerToken[],
   }
 }
 
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a throw, got none');
-}
-
-function expectProtocolError(err: unknown, code: ErrorCode): ProtocolError {
-  expect(err).toBeInstanceOf(ProtocolError);
-  expect((err as ProtocolError).code).toBe(code);
-  return err as ProtocolError;
-}
-
 /**
  * Feeds `stream` every way and expects a ProtocolError with `code`, thrown no earlier than the feed
  * that delivers byte `failsAt` (0-based index of the first byte that makes the stream unacceptable)
@@ -91,8 +77,8 @@ function expectFailsEveryWay(stream: Buffer, code: ErrorCode, failsAt: number, l
       expect(consumed <= failsAt, `${label}: no throw after byte ${failsAt}`).toBe(true);
     }
     const first = expectProtocolError(error, code);
-    expect(thrown(() => decoder.feed(b('0000000001a'))), label).toBe(first);
-    expect(thrown(() => decoder.feed(Buffer.alloc(0))), label).toBe(first);
+    expect(caught(() => decoder.feed(b('0000000001a'))), label).toBe(first);
+    expect(caught(() => decoder.feed(Buffer.alloc(0))), label).toBe(first);
   }
 }
 
@@ -292,12 +278,12 @@ describe('LegacyServerDecoder: broken input', () => {
     const decoder = new LegacyServerDecoder(limits);
     expect(decoder.feed(b('000000010'))).toEqual([]);
     expect(decoder.idle).toBe(false);
-    expectProtocolError(thrown(() => decoder.feed(b('1'))), 'E_MESSAGE_TOO_LARGE');
+    expectProtocolError(caught(() => decoder.feed(b('1'))), 'E_MESSAGE_TOO_LARGE');
   });
 
   it('refuses a giant header immediately with the default limits', () => {
     const decoder = new LegacyServerDecoder(LIMITS);
-    expectProtocolError(thrown(() => decoder.feed(b('9999999999'))), 'E_MESSAGE_TOO_LARGE');
+    expectProtocolError(caught(() => decoder.feed(b('9999999999'))), 'E_MESSAGE_TOO_LARGE');
     expectFailsEveryWay(b('9999999999'), 'E_MESSAGE_TOO_LARGE', 9);
   });
 
@@ -305,7 +291,7 @@ describe('LegacyServerDecoder: broken input', () => {
     const limits = { ...LIMITS, maxFile: 4 };
     expectFailsEveryWay(b('file0000000005               a.txthello'), 'E_FILE_TOO_LARGE', 13, limits);
     const decoder = new LegacyServerDecoder(limits);
-    expectProtocolError(thrown(() => decoder.feed(b('file0000000005'))), 'E_FILE_TOO_LARGE');
+    expectProtocolError(caught(() => decoder.feed(b('file0000000005'))), 'E_FILE_TOO_LARGE');
   });
 
   it('refuses a misspelt file or exit command (E_BAD_FRAME)', () => {
@@ -350,10 +336,10 @@ describe('LegacyServerDecoder: broken input', () => {
   it('keeps throwing the same error after a failure, and reports no tokens from the failing feed', () => {
     const decoder = new LegacyServerDecoder(LIMITS);
     expect(plain(decoder.feed(b('0000000002hi')))).toEqual(plain([HELLO, ...message(1, '0000000002', 'hi', 2)]));
-    const first = expectProtocolError(thrown(() => decoder.feed(b('0000000001aX'))), 'E_BAD_FRAME');
-    expect(thrown(() => decoder.feed(b('0000000001a')))).toBe(first);
-    expect(thrown(() => decoder.feed(b('exit')))).toBe(first);
-    expect(thrown(() => decoder.feed(Buffer.alloc(0)))).toBe(first);
+    const first = expectProtocolError(caught(() => decoder.feed(b('0000000001aX'))), 'E_BAD_FRAME');
+    expect(caught(() => decoder.feed(b('0000000001a')))).toBe(first);
+    expect(caught(() => decoder.feed(b('exit')))).toBe(first);
+    expect(caught(() => decoder.feed(Buffer.alloc(0)))).toBe(first);
   });
 });
 
@@ -452,9 +438,9 @@ describe('LegacyClientDecoder', () => {
   });
 
   it('refuses what an original server never sends', () => {
-    expectProtocolError(thrown(() => new LegacyClientDecoder().feed(b('exit'))), 'E_BAD_FRAME');
-    expectProtocolError(thrown(() => new LegacyClientDecoder().feed(b('?'))), 'E_BAD_FRAME');
-    expectProtocolError(thrown(() => new LegacyClientDecoder().feed(Buffer.from([...b('0000000001'), 0xff]))), 'E_BAD_UTF8');
+    expectProtocolError(caught(() => new LegacyClientDecoder().feed(b('exit'))), 'E_BAD_FRAME');
+    expectProtocolError(caught(() => new LegacyClientDecoder().feed(b('?'))), 'E_BAD_FRAME');
+    expectProtocolError(caught(() => new LegacyClientDecoder().feed(Buffer.from([...b('0000000001'), 0xff]))), 'E_BAD_UTF8');
   });
 });
 
@@ -550,7 +536,7 @@ describe('properties', () => {
         if (failure !== undefined) {
           expect(failure).toBeInstanceOf(ProtocolError);
           expect(Object.keys(ErrorCodes)).toContain((failure as ProtocolError).code);
-          expect(thrown(() => decoder.feed(Buffer.alloc(0)))).toBe(failure);
+          expect(caught(() => decoder.feed(Buffer.alloc(0)))).toBe(failure);
         }
       }),
       { numRuns: 300 },

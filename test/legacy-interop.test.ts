@@ -6,40 +6,29 @@
  * The wire format and its quirks are described in LEGACY-WIRE.md; the stand-ins reproduce them.
  * Everything synchronises on process exits and on lines appearing in output, never on sleeps.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { within } from './helpers/async.js';
-import { sha256, tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, startCli, type Exit, type Proc } from './helpers/processes.js';
+import { scratchDirs, sha256 } from './helpers/files.js';
+import { REPO_ROOT, buildCliOnce, isEvent, jsonLines, killAll, startCli, type Exit, type Proc } from './helpers/processes.js';
 
 const ORIGINAL_SERVER = path.join(REPO_ROOT, 'test/legacy/original_server.py');
 const ORIGINAL_CLIENT = path.join(REPO_ROOT, 'test/legacy/original_client.py');
 /** Longest a single process run may take before the test fails with its output. */
 const RUN_MS = 20_000;
 
-const dirs: string[] = [];
+const scratch = scratchDirs('ferry-legacy-');
 
-beforeAll(() => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   await Promise.all([killAll(), killPythons()]);
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-legacy-');
-  dirs.push(dir);
-  return dir;
-}
+afterAll(() => scratch.removeAll());
 
 /** Writes `body` to `dir/name` and returns the path. */
 function writeFile(dir: string, name: string, body: Buffer): string {
@@ -155,13 +144,6 @@ function expectNoStackTrace(text: string): void {
 
 // ---------------------------------------------------------------------------------------------
 // (a) ferry's server, the original client
-
-function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true) {
-  return (line: string): boolean => {
-    const [record] = jsonLines(line);
-    return record !== undefined && record.event === event && extra(record);
-  };
-}
 
 async function ferryServe(): Promise<{ server: Proc; port: number; uploadDir: string }> {
   const uploadDir = path.join(scratch(), 'upload');

@@ -6,7 +6,7 @@
  * These tests are never skipped: a missing program fails the test, naming the package to install.
  * CI installs: xvfb x11-utils feh imagemagick alsa-utils.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,7 +14,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { OpenResultInfo } from '../index.js';
 import { solidPng, toneWav, writeFixture } from './fixtures/media.js';
 import { tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, killAll, runCli, serveInto, type Proc } from './helpers/processes.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -57,10 +57,7 @@ const children: ChildProcess[] = [];
 /** Process groups of apps that ferry started detached (feh, the audio wrapper). */
 const appGroups: number[] = [];
 
-beforeAll(() => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   // The apps first (they are in their own process groups, as ferry starts them detached),
@@ -98,17 +95,9 @@ function scratch(): string {
   return dir;
 }
 
-function isEvent(event: string) {
-  return (line: string): boolean => jsonLines(line)[0]?.event === event;
-}
-
 /** `ferry serve --port 0 --open …`; resolves once it accepts connections. */
-async function serve(args: string[], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(scratch(), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, '--open', ...args], { env });
-  const port = jsonLines(await proc.waitForLine(isEvent('listening')))[0]!.port as number;
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port, uploadDir };
+function serve(args: string[], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(scratch(), ['--open', ...args], { env });
 }
 
 /** `ferry send --open --json FILE`: the one result line. */

@@ -4,7 +4,6 @@
  * that records how it was started. The fake app runs detached, so the tests wait for its log line
  * with vi.waitFor (bounded polling), never with sleeps.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -17,7 +16,8 @@ import { launchAllowed, openMedia, OPEN_WINDOW_MS, type OpenSettings } from '../
 import { sniffMedia } from '../media/sniff.js';
 import { MEDIA_FIXTURES, crc32, mp4Bytes, pngBytes, solidPng, textBytes, toneWav, wavBytes, writeFixture } from './fixtures/media.js';
 import { sha256, tempDir } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { closeAll } from './helpers/async.js';
+import { buildCliOnce, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
 
 const FAKE_APP = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'fake-app.mjs');
 
@@ -26,8 +26,7 @@ const servers: FerryServer[] = [];
 const clients: FerryClient[] = [];
 
 afterEach(async () => {
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   await killAll();
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -633,10 +632,7 @@ describe('opening over loopback (createServer/createClient)', () => {
 // The CLI
 
 describe('the CLI: send --open, ferry open, serve --help', () => {
-  beforeAll(() => {
-    // `npm test` builds first; build here only when run on a fresh checkout.
-    if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-  }, 120_000);
+  beforeAll(buildCliOnce, 120_000);
 
   afterAll(async () => {
     await killAll();

@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { memoryPair } from '../transport/memory-transport.js';
-import type { Transport, TransportEvent, TransportEventMap } from '../transport/transport.js';
-
-/** Resolves with the arguments of the next `event` on `t`. */
-function next<E extends TransportEvent>(t: Transport, event: E): Promise<TransportEventMap[E]> {
-  return new Promise((resolve) => {
-    const listener = (...args: TransportEventMap[E]): void => {
-      t.off(event, listener);
-      resolve(args);
-    };
-    t.on(event, listener);
-  });
-}
+import type { Transport } from '../transport/transport.js';
+import { next } from './helpers/transport-events.js';
 
 /** Records every event on `t`, in order. */
 function record(t: Transport): { log: string[]; chunks: Buffer[]; errors: Error[] } {

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { bytewise, feedAll, normalise, plain, splitAt } from './helpers/tokens.js';
+import { caught, expectProtocolError } from './helpers/errors.js';
 import { detectFormat } from '../transport/detect.js';
 import { ErrorCodes, ProtocolError, type ErrorCode } from '../transport/errors.js';
 import {
@@ -27,25 +28,9 @@ interface Decoder<T> {
   readonly idle: boolean;
 }
 
-/** Runs `fn` and returns what it threw; fails the test if it did not throw. */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a throw, got none');
-}
-
-function expectProtocolError(err: unknown, code: ErrorCode): ProtocolError {
-  expect(err).toBeInstanceOf(ProtocolError);
-  expect((err as ProtocolError).code).toBe(code);
-  return err as ProtocolError;
-}
-
 /** Feeds `chunk` and expects exactly that call to throw a ProtocolError with `code`. */
 function expectFeedError<T>(decoder: Decoder<T>, chunk: Buffer, code: ErrorCode): ProtocolError {
-  return expectProtocolError(thrown(() => decoder.feed(chunk)), code);
+  return expectProtocolError(caught(() => decoder.feed(chunk)), code);
 }
 
 /** Any frame, including ones whose payload the encoders would never produce. */
@@ -358,7 +343,7 @@ describe('limits are enforced when the length is read', () => {
   it('a MESSAGE_ACK over maxMessage + 4 fails on its header', () => {
     // The code should be E_MESSAGE_TOO_LARGE like MESSAGE's; today it is E_FRAME_TOO_LARGE (reported
     // separately), so only "too large, on the header" is asserted here.
-    const err = thrown(() => openClient(limits).feed(frameHeader(FrameType.MESSAGE_ACK, 1005)));
+    const err = caught(() => openClient(limits).feed(frameHeader(FrameType.MESSAGE_ACK, 1005)));
     expect(err).toBeInstanceOf(ProtocolError);
     expect(['E_MESSAGE_TOO_LARGE', 'E_FRAME_TOO_LARGE']).toContain((err as ProtocolError).code);
     expect(openClient(limits).feed(frameHeader(FrameType.MESSAGE_ACK, 1004))).toEqual([]);
@@ -598,9 +583,9 @@ describe('errors', () => {
     ];
     for (const [d, bad, code] of cases) {
       const first = expectFeedError(d, bad, code);
-      expect(thrown(() => d.feed(encode.bye()))).toBe(first);
-      expect(thrown(() => d.feed(Buffer.alloc(0)))).toBe(first);
-      expect(thrown(() => d.feed(preamble()))).toBe(first);
+      expect(caught(() => d.feed(encode.bye()))).toBe(first);
+      expect(caught(() => d.feed(Buffer.alloc(0)))).toBe(first);
+      expect(caught(() => d.feed(preamble()))).toBe(first);
     }
   });
 
@@ -790,7 +775,7 @@ describe('property: arbitrary bytes never break the decoders', () => {
         expect(err).toBeInstanceOf(ProtocolError);
         const code = (err as ProtocolError).code;
         expect(errorCodes.has(code), `code ${String(code)}`).toBe(true);
-        expect(thrown(() => decoder.feed(Buffer.from([0])))).toBe(err);
+        expect(caught(() => decoder.feed(Buffer.from([0])))).toBe(err);
         return { tokens, error: err as ProtocolError };
       }
       tokens.push(...got);

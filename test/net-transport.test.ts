@@ -2,17 +2,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NetTransport, dialNet } from '../transport/net-transport.js';
-import type { Transport, TransportEvent, TransportEventMap } from '../transport/transport.js';
-
-function next<E extends TransportEvent>(t: Transport, event: E): Promise<TransportEventMap[E]> {
-  return new Promise((resolve) => {
-    const listener = (...args: TransportEventMap[E]): void => {
-      t.off(event, listener);
-      resolve(args);
-    };
-    t.on(event, listener);
-  });
-}
+import type { Transport } from '../transport/transport.js';
+import { next } from './helpers/transport-events.js';
 
 /** Collects everything `t` receives until the peer ends. */
 function readAll(t: Transport): Promise<Buffer> {

@@ -4,53 +4,33 @@
  * killed with SIGKILL and run again. Synchronises on files growing, log lines and process exits;
  * the only timer paces the lines written into `connect`.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { within } from './helpers/async.js';
-import { hashFile, tempDir, writeSeededFile } from './helpers/files.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { hashFile, scratchDirs, writeSeededFile } from './helpers/files.js';
+import { FreezingProxy } from './helpers/freezing-proxy.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, startCli, startServe, type Proc } from './helpers/processes.js';
 
-const dirs: string[] = [];
-const proxies: AckHoldingProxy[] = [];
+const scratch = scratchDirs('ferry-recovery-');
+const proxies: FreezingProxy[] = [];
 const RETRY = ['--retry-initial', '100ms', '--retry-max', '500ms'];
 const SIZE = 60 * 1024 * 1024;
 const POLL = { timeout: 15_000, interval: 10 };
 
-beforeAll(() => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 afterEach(async () => {
   for (const proxy of proxies.splice(0)) proxy.close();
   await killAll();
 });
 
-afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(): string {
-  const dir = tempDir('ferry-recovery-');
-  dirs.push(dir);
-  return dir;
-}
-
-function isEvent(event: string) {
-  return (line: string): boolean => jsonLines(line)[0]?.event === event;
-}
+afterAll(() => scratch.removeAll());
 
 /** `ferry serve` on `port` (0: any) into `uploadDir`; resolves with its port once it is ready. */
 async function serve(uploadDir: string, port = 0, extra: string[] = []): Promise<{ proc: Proc; port: number }> {
-  const proc = startCli(['serve', '--port', String(port), '--upload-dir', uploadDir, ...extra]);
-  const listening = await proc.waitForLine(isEvent('listening'));
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port: jsonLines(listening)[0]!.port as number };
+  return startServe(['--port', String(port), '--upload-dir', uploadDir, ...extra]);
 }
 
 async function kill(proc: Proc): Promise<void> {
@@ -103,53 +83,6 @@ function typeLines(stdin: Writable, lines: string[], every = 50): Promise<void> 
       }
     }, every);
   });
-}
-
-/** A TCP proxy in front of a port that can stop passing the server's replies on the current connection. */
-class AckHoldingProxy {
-  private readonly server: net.Server;
-  private readonly open = new Set<net.Socket>();
-  private readonly links: { holdDown: boolean }[] = [];
-
-  constructor(target: number) {
-    this.server = net.createServer((client) => {
-      const upstream = net.connect({ host: '127.0.0.1', port: target });
-      const link = { holdDown: false };
-      this.links.push(link);
-      for (const s of [client, upstream]) {
-        this.open.add(s);
-        s.on('error', () => {});
-        s.on('close', () => this.open.delete(s));
-      }
-      client.on('data', (chunk: Buffer) => upstream.write(chunk));
-      upstream.on('data', (chunk: Buffer) => {
-        if (!link.holdDown) client.write(chunk);
-      });
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-    });
-    proxies.push(this);
-  }
-
-  async listen(): Promise<number> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server, 'listening');
-    return (this.server.address() as net.AddressInfo).port;
-  }
-
-  /** From now on the server's bytes on the newest connection are swallowed. */
-  holdReplies(): void {
-    this.links.at(-1)!.holdDown = true;
-  }
-
-  get connections(): number {
-    return this.links.length;
-  }
-
-  close(): void {
-    this.server.close();
-    for (const s of this.open) s.destroy();
-  }
 }
 
 describe('recovery with real processes', () => {
@@ -230,7 +163,8 @@ describe('recovery with real processes', () => {
     const dir = scratch();
     const uploadDir = path.join(dir, 'upload');
     const first = await serve(uploadDir, 0, ['--log-level', 'debug']);
-    const proxy = new AckHoldingProxy(first.port);
+    const proxy = new FreezingProxy(first.port);
+    proxies.push(proxy);
     const proxyPort = await proxy.listen();
     const connect = startCli(['connect', '--json', '--port', String(proxyPort), '--state-dir', path.join(dir, 'state'), ...RETRY]);
     const texts = Array.from({ length: 40 }, (_, i) => `journal line ${String(i + 1).padStart(2, '0')}`);

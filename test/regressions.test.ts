@@ -15,7 +15,7 @@ import { pino } from 'pino';
 import { createClient, createServer, type FerryClient, type FerryServer } from '../index.js';
 import { ClientDecoder, encode, frameHeader, nativeConnectionReplies, preamble } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS, PREAMBLE_MAGIC, type ClientToken } from '../transport/frames.js';
-import { AsyncQueue, content, finalFiles, partialFiles, removeTempDirs, tempDir, within } from './helpers/async.js';
+import { AsyncQueue, closeAll, content, finalFiles, partialFiles, removeTempDirs, tempDir, within } from './helpers/async.js';
 import { ClientHarness, refused, type ClientHarnessOptions } from './helpers/client-harness.js';
 import { SessionHarness, type SessionHarnessOptions } from './helpers/session-harness.js';
 
@@ -40,8 +40,7 @@ afterEach(async () => {
   vi.useRealTimers();
   for (const h of clientHarnesses.splice(0)) h.dispose();
   for (const h of sessionHarnesses.splice(0)) h.dispose();
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   removeTempDirs();
 });
 

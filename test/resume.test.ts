@@ -17,11 +17,13 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { InspectionEvent } from 'xstate';
 import { createClient, createServer, FerryError, type ClientOptions, type FerryClient, type FerryServer } from '../index.js';
-import { UploadStore, type IncomingFile } from '../media/upload-store.js';
+import { UploadStore } from '../media/upload-store.js';
 import { ResumeBook } from '../media/resume-book.js';
 import { ServerDecoder } from '../transport/native-codec.js';
 import { DEFAULT_LIMITS } from '../transport/frames.js';
-import { content, finalFiles, partialFiles, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { closeAll, content, finalFiles, partialFiles, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { rejection, thrown } from './helpers/errors.js';
+import { send } from './helpers/uploads.js';
 import { hashFile, writeSeededFile } from './helpers/files.js';
 
 const servers: FerryServer[] = [];
@@ -31,40 +33,12 @@ const proxies: CutProxy[] = [];
 afterEach(async () => {
   vi.restoreAllMocks();
   for (const proxy of proxies.splice(0)) proxy.close();
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   removeTempDirs();
 });
 
 const KEY = '0123456789abcdef0123456789abcdef';
 const OTHER_KEY = 'fedcba9876543210fedcba9876543210';
-
-/** Writes `data` in chunks, waiting for drain as a network handler would. */
-async function send(file: IncomingFile, data: Buffer, chunkSize = 64 * 1024): Promise<void> {
-  for (let offset = 0; offset < data.length; offset += chunkSize) {
-    if (!file.write(data.subarray(offset, offset + chunkSize))) await new Promise<void>((resolve) => file.onDrain(resolve));
-  }
-}
-
-async function rejection(promise: Promise<unknown>): Promise<FerryError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    return err as FerryError;
-  }
-  throw new Error('expected a rejection');
-}
-
-function thrown(fn: () => unknown): FerryError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    return err as FerryError;
-  }
-  throw new Error('expected a throw');
-}
 
 function partialPath(root: string, key: string, ext: 'part' | 'json'): string {
   return path.join(root, '.ferry', 'partial', `${key}.${ext}`);

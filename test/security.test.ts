@@ -10,8 +10,6 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
-import type http from 'node:http';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -25,16 +23,14 @@ import { ClientDecoder, ServerDecoder, encode, preamble } from '../transport/nat
 import { DEFAULT_LIMITS, type ClientToken, type ServerToken } from '../transport/frames.js';
 import { encodeLegacyFileHeader, LEGACY_EXIT_COMMAND, LEGACY_FILE_COMMAND } from '../transport/legacy-codec.js';
 import { AsyncQueue, finalFiles, partialFiles, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
-import { CLI, REPO_ROOT, jsonLines, killAll, runCli, startCli, type Proc } from './helpers/processes.js';
+import { buildCliOnce, isEvent, jsonLines, killAll, runCli, serveInto, type Proc } from './helpers/processes.js';
+import { ws } from './helpers/ws.js';
 
 const TOKEN = `tok-${randomBytes(12).toString('hex')}`;
 /** A wrong token that shares nothing with the right one. */
 const WRONG = `guess-${randomBytes(12).toString('hex')}`;
 
-beforeAll(() => {
-  // `npm test` builds first; build here only when run on a fresh checkout.
-  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildCliOnce, 120_000);
 
 const cleanups: (() => unknown)[] = [];
 
@@ -149,20 +145,6 @@ function expectContained(root: string, planted: string[] = []): void {
   walk(root);
 }
 
-// --- `ws` (a dependency of @statelyai/inspect, without TypeScript types here) -------------------
-
-interface WsSocket {
-  on(event: 'message', listener: (data: Buffer) => void): this;
-  terminate(): void;
-}
-interface WsServer {
-  readonly clients: Set<WsSocket>;
-  on(event: 'connection', listener: (socket: WsSocket, req: http.IncomingMessage) => void): this;
-  address(): net.AddressInfo;
-  close(): void;
-}
-const ws = createRequire(import.meta.url)('ws') as { WebSocketServer: new (options: { host: string; port: number }) => WsServer };
-
 async function startReceiver(): Promise<{ url: string; texts: string[] }> {
   const wss = new ws.WebSocketServer({ host: '127.0.0.1', port: 0 });
   await once(wss as unknown as NodeJS.EventEmitter, 'listening');
@@ -177,21 +159,9 @@ async function startReceiver(): Promise<{ url: string; texts: string[] }> {
 
 // --- CLI helpers --------------------------------------------------------------------------------
 
-function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true) {
-  return (line: string): boolean => {
-    const [record] = jsonLines(line);
-    return record !== undefined && record.event === event && extra(record);
-  };
-}
-
 /** `ferry serve --port 0 …`; resolves once it is ready. */
-async function serveCli(extra: string[] = [], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
-  const uploadDir = path.join(tempDir('ferry-sec-cli-'), 'upload');
-  const proc = startCli(['serve', '--port', '0', '--upload-dir', uploadDir, '--heartbeat', '0', ...extra], { env });
-  const line = await proc.waitForLine(isEvent('listening'));
-  const port = jsonLines(line)[0]!.port as number;
-  await proc.waitForLine(isEvent('ready'));
-  return { proc, port, uploadDir };
+function serveCli(extra: string[] = [], env: Record<string, string> = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  return serveInto(tempDir('ferry-sec-cli-'), ['--heartbeat', '0', ...extra], { env });
 }
 
 /** Sends SIGTERM and waits for a clean exit, so every log line has been read. */

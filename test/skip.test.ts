@@ -12,14 +12,14 @@ import type { InspectionEvent } from 'xstate';
 import { createClient, createServer, FerryError, type ClientOptions, type FerryClient, type FerryServer } from '../index.js';
 import { UploadStore, type IncomingFile } from '../media/upload-store.js';
 import { ResumeBook } from '../media/resume-book.js';
-import { content, finalFiles, partialFiles, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { closeAll, content, finalFiles, partialFiles, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { rejection } from './helpers/errors.js';
 
 const servers: FerryServer[] = [];
 const clients: FerryClient[] = [];
 
 afterEach(async () => {
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await closeAll(clients, servers);
   removeTempDirs();
 });
 
@@ -32,16 +32,6 @@ async function store(root: string, name: string, body: Buffer, s = new UploadSto
   const saved = await file.finish(sha256(body));
   await s.close();
   return saved;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<FerryError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    return err as FerryError;
-  }
-  throw new Error('expected a rejection');
 }
 
 /** Moves a file's modification time, as an edit would. */

@@ -14,20 +14,11 @@ import { checkKey, PartialRecords } from '../media/partial-records.js';
 import { SpareFile } from '../media/spare-file.js';
 import { StoredRecords } from '../media/stored-records.js';
 import { content, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { rejection } from './helpers/errors.js';
 
 afterEach(() => removeTempDirs());
 
 const KEY = '0123456789abcdef0123456789abcdef';
-
-async function rejection(promise: Promise<unknown>): Promise<FerryError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    return err as FerryError;
-  }
-  throw new Error('expected a rejection');
-}
 
 /** An incoming file writing to `temp`, with hooks that record what the store was asked. */
 function incoming(dir: string, size: number, opts: { metaPath?: string } = {}) {

@@ -1,48 +1,16 @@
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, it, expect, vi } from 'vitest';
 import { FerryError } from '../transport/errors.js';
 import { UploadStore } from '../media/upload-store.js';
-import type { IncomingFile } from '../media/upload-store.js';
-
-const made: string[] = [];
-
-function tempDir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-'));
-  made.push(dir);
-  return dir;
-}
+import { content, removeTempDirs, sha256, tempDir } from './helpers/async.js';
+import { rejection } from './helpers/errors.js';
+import { send } from './helpers/uploads.js';
 
 afterEach(() => {
   vi.restoreAllMocks();
-  for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDirs();
 });
-
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** Deterministic, non-repeating-looking content so misplaced bytes change the hash. */
-function content(size: number, seed = 1): Buffer {
-  const buf = Buffer.alloc(size);
-  let x = seed * 2654435761;
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    buf[i] = x >>> 24;
-  }
-  return buf;
-}
-
-/** Writes `data` in chunks, honouring backpressure the way a network handler would. */
-async function send(file: IncomingFile, data: Buffer, chunkSize = 64 * 1024): Promise<void> {
-  for (let offset = 0; offset < data.length; offset += chunkSize) {
-    if (!file.write(data.subarray(offset, offset + chunkSize))) {
-      await new Promise<void>((resolve) => file.onDrain(resolve));
-    }
-  }
-}
 
 function partialFiles(root: string): string[] {
   return fs.readdirSync(path.join(root, '.ferry', 'partial'));
@@ -50,16 +18,6 @@ function partialFiles(root: string): string[] {
 
 function visibleFiles(root: string): string[] {
   return fs.readdirSync(root).filter((name) => name !== '.ferry').sort();
-}
-
-async function rejection(promise: Promise<unknown>): Promise<FerryError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    return err as FerryError;
-  }
-  throw new Error('expected the promise to reject');
 }
 
 describe('UploadStore', () => {

@@ -151,3 +151,8 @@ export function partialFiles(root: string): string[] {
   const dir = path.join(root, '.ferry', 'partial');
   return fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => !name.endsWith('.done')) : [];
 }
+
+/** Closes and forgets everything in each list, one list after the other (clients before their servers). */
+export async function closeAll(...lists: { close(): Promise<unknown> }[][]): Promise<void> {
+  for (const list of lists) await Promise.allSettled(list.splice(0).map((item) => item.close()));
+}

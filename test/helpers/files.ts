@@ -8,6 +8,26 @@ export function tempDir(prefix = 'ferry-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+/** A function that makes a new temp folder with one prefix each call, and can remove them all. */
+export interface ScratchDirs {
+  (): string;
+  /** Removes every folder made so far; call from `afterAll`. */
+  removeAll(): void;
+}
+
+export function scratchDirs(prefix: string): ScratchDirs {
+  const made: string[] = [];
+  const scratch = (): string => {
+    const dir = tempDir(prefix);
+    made.push(dir);
+    return dir;
+  };
+  const removeAll = (): void => {
+    for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  };
+  return Object.assign(scratch, { removeAll });
+}
+
 export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
 }

@@ -1,9 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(REPO_ROOT, 'dist/apps/cli.js');
+
+/** Builds dist/ when it is missing; `npm test` builds first, so this only runs on a fresh checkout. Use as `beforeAll(buildCliOnce, 120_000)`. */
+export function buildCliOnce(): void {
+  if (!fs.existsSync(CLI)) execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+}
 
 export interface Exit {
   code: number | null;
@@ -144,4 +150,34 @@ export function jsonLines(text: string): Record<string, unknown>[] {
     }
   }
   return records;
+}
+
+/** A line predicate for `waitForLine`: a JSON log line whose `event` is `event` (and that passes `extra`). */
+export function isEvent(event: string, extra: (record: Record<string, unknown>) => boolean = () => true): (line: string) => boolean {
+  return (line: string): boolean => {
+    const [record] = jsonLines(line);
+    return record !== undefined && record.event === event && extra(record);
+  };
+}
+
+/** The port in the `listening` log line of a `serve` process. */
+export async function listeningPort(proc: Proc): Promise<number> {
+  const line = await proc.waitForLine(isEvent('listening'));
+  const port = jsonLines(line)[0]!.port;
+  if (typeof port !== 'number') throw new Error(`the listening line carries no port: ${line}`);
+  return port;
+}
+
+/** Starts `ferry serve ...args`; resolves once it accepts connections, with the port it listens on. */
+export async function startServe(args: string[], options: Parameters<typeof startCli>[1] = {}): Promise<{ proc: Proc; port: number }> {
+  const proc = startCli(['serve', ...args], options);
+  const port = await listeningPort(proc);
+  await proc.waitForLine(isEvent('ready'));
+  return { proc, port };
+}
+
+/** `ferry serve --port 0 ...extra` into a new `upload` folder inside `dir`; resolves once it accepts connections. */
+export async function serveInto(dir: string, extra: string[] = [], options: Parameters<typeof startCli>[1] = {}): Promise<{ proc: Proc; port: number; uploadDir: string }> {
+  const uploadDir = path.join(dir, 'upload');
+  return { ...(await startServe(['--port', '0', '--upload-dir', uploadDir, ...extra], options)), uploadDir };
 }
