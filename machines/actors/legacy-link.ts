@@ -11,7 +11,8 @@ import {
   legacyNameFits,
 } from '../../transport/legacy-codec.js';
 import type { Transport } from '../../transport/transport.js';
-import { describeNetworkError, type ClientLinkCommand, type ClientLinkEvent, type ClientLinkInput, type ClientLinkResources } from './client-link.js';
+import { describeNetworkError } from '../../transport/network-errors.js';
+import type { ClientLinkCommand, ClientLinkEvent, ClientLinkInput, ClientLinkResources } from './client-link.js';
 import { streamFile } from './file-source.js';
 
 /** The original server reads `file` with one recv(1024): the header must arrive in a later segment. */
