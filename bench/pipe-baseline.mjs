@@ -18,6 +18,8 @@ import path from 'node:path';
 const [mode, ...args] = process.argv.slice(2);
 
 function receive(dir) {
+  // Exit by itself on SIGINT, so that a --cpu-prof profile is written (bench/profile-upload.mjs).
+  process.on('SIGINT', () => process.exit(0));
   let count = 0;
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
     const hash = createHash('sha256');

@@ -2,11 +2,13 @@
 // table (ferry's median and min–max of the runs beside its baseline's, their ratio, the target and
 // whether it was met) and writes bench/results.json.
 //
-//   node bench/run.mjs [--smoke | --quick] [--only NAME,...] [--runs N] [--dir PATH] [--out FILE]
+//   node bench/run.mjs [--smoke | --quick] [--only NAME,...] [--runs N] [--dir PATH] [--out FILE] [--merge FILE]
 //
 // A full run repeats every figure 5 times. --quick: 1 run, small sizes. --smoke: 1 run, tiny sizes,
 // targets not judged (the CI check that every figure still produces numbers, under a minute).
-// --dir: where payloads and received files go (default: the OS temp folder). Figures: upload-1g,
+// --merge FILE: keep the figures of an earlier results.json that this run does not measure (each
+// figure says when it ran and how busy the machine was). --dir: where payloads and received files
+// go (default: the OS temp folder). Figures: upload-1g,
 // small-files, memory-4g, messages, many-clients, idle-sessions, concurrent-uploads, recovery.
 // See bench/README.md.
 import fs from 'node:fs';
@@ -34,11 +36,12 @@ const { values } = parseArgs({
     runs: { type: 'string' },
     dir: { type: 'string' },
     out: { type: 'string', default: path.join(benchDir, 'results.json') },
+    merge: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (values.help) {
-  console.log(`usage: node bench/run.mjs [--smoke | --quick] [--only NAME,...] [--runs N] [--dir PATH] [--out FILE]\nfigures: ${FIGURES.map((f) => f.name).join(', ')}`);
+  console.log(`usage: node bench/run.mjs [--smoke | --quick] [--only NAME,...] [--runs N] [--dir PATH] [--out FILE] [--merge FILE]\nfigures: ${FIGURES.map((f) => f.name).join(', ')}`);
   process.exit(0);
 }
 const smoke = values.smoke;
@@ -57,6 +60,19 @@ if (unknown.length) {
 if (!fs.existsSync(cli)) {
   console.error(`${path.relative(process.cwd(), cli)} is missing: build the project first (npm run bench does).`);
   process.exit(2);
+}
+let merged;
+if (values.merge) {
+  try {
+    merged = JSON.parse(fs.readFileSync(values.merge, 'utf8'));
+  } catch (error) {
+    console.error(`--merge ${values.merge}: cannot read it (${error.message})`);
+    process.exit(2);
+  }
+  if (Boolean(merged.options?.smoke) !== smoke || Boolean(merged.options?.quick) !== quick) {
+    console.error(`--merge ${values.merge}: it was run at other sizes (smoke ${Boolean(merged.options?.smoke)}, quick ${Boolean(merged.options?.quick)}); merge only runs of the same sizes`);
+    process.exit(2);
+  }
 }
 if (values.dir) setTempRoot(path.resolve(values.dir));
 const selected = FIGURES.filter((f) => !only || only.includes(f.name));
@@ -91,6 +107,7 @@ const figures = {};
 for (const figure of selected) {
   const t = performance.now();
   const loadAverage = round(os.loadavg()[0]);
+  const date = new Date().toISOString();
   console.log(`== ${figure.name}: ${figure.title} (load ${loadAverage})`);
   const ctx = { runs, quick, smoke, tempRoot: getTempRoot(), log: (msg) => console.log(`   ${msg}`) };
   let result;
@@ -104,10 +121,26 @@ for (const figure of selected) {
     await cleanupAll();
   }
   result.durationSeconds = round((performance.now() - t) / 1000);
-  // The machine may be shared: how busy it was as this figure started and ended.
+  // The machine may be shared: when this figure ran and how busy the machine was as it started and ended.
+  result.date = date;
   result.loadAverage = { start: loadAverage, end: round(os.loadavg()[0]) };
   figures[figure.name] = { title: figure.title, ...result };
   console.log(`   (${result.durationSeconds} s)\n`);
+}
+
+// Figures of the merged file that this run did not measure, in the suite's order.
+const keptFromMerge = [];
+if (merged) {
+  const measured = { ...figures };
+  for (const key of Object.keys(figures)) delete figures[key];
+  for (const f of FIGURES) {
+    if (measured[f.name]) figures[f.name] = measured[f.name];
+    else if (merged.figures?.[f.name]) {
+      figures[f.name] = { ...merged.figures[f.name], date: merged.figures[f.name].date ?? merged.machine?.date, mergedFrom: values.merge };
+      keptFromMerge.push(f.name);
+    }
+  }
+  console.log(`kept from ${values.merge}: ${keptFromMerge.join(', ') || 'nothing'} (run ${merged.machine?.date}, load ${merged.machine?.loadAverageStart} → ${merged.machine?.loadAverageEnd})\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,11 +211,12 @@ const totalSeconds = round((performance.now() - started) / 1000);
 if (smoke) console.log(`\nsmoke run: ${targets.length} targets shown, not judged (sizes too small to mean anything); ${totalSeconds} s in all`);
 else console.log(`\ntargets: ${passed} passed, ${failed} missed${notMeasured ? `, ${notMeasured} not measured` : ''}; ${totalSeconds} s in all`);
 for (const t of targets.filter((x) => x.pass === false)) console.log(`  missed: ${t.figure}: ${t.name} (measured ${fmt(t.actual)})`);
+if (!smoke) for (const t of targets.filter((x) => x.pass === null && x.note)) console.log(`  not measured: ${t.figure}: ${t.name}: ${t.note}`);
 
 machine.loadAverageEnd = round(os.loadavg()[0]);
 const results = {
   machine,
-  options: { smoke, quick, runs, only: only ?? null },
+  options: { smoke, quick, runs, only: only ?? null, ...(merged ? { merged: { file: values.merge, figures: keptFromMerge, machine: merged.machine } } : {}) },
   durationSeconds: totalSeconds,
   figures,
   summary: { passed, failed, notMeasured, targets },

@@ -46,7 +46,7 @@ const FD_LIMIT = 65_536;
 /** Targets: 10,000 sessions opened in under 5 s; under 25 KiB a session at the largest count. */
 const OPEN_SECONDS_PER_10K = 5;
 const KIB_PER_SESSION = 25;
-/** Linear opening: a session opened at the largest count costs at most this much more than at the middle one. */
+/** Linear opening: a session opened beyond the middle count costs at most this much more than one before it. */
 const LINEAR_SLACK = 1.25;
 
 const sizesFor = (ctx) => ({
@@ -289,27 +289,38 @@ export async function run(ctx, overrides = {}) {
         openRow.target = targets.push(target(`in-process: ${fmtN(c)} sessions opened in < ${limit} s`, metrics[`memFerryOpen${c}`].median, '<', limit, { unit: 's' })) - 1;
       }
       if (c === largest) {
-        const at = f.reached ? fmtN(c) : `${fmtN(f.readings[0]?.opened ?? 0)} (${fmtN(c)} not reached in ${sizes.memoryBudgetMs / 1000} s)`;
-        rssRow.target = targets.push(target(`in-process: < ${KIB_PER_SESSION} KiB RSS per session at ${at}`, metrics[`memFerryRss${c}`].median, '<', KIB_PER_SESSION, { unit: 'KiB' })) - 1;
+        // Judged only at the count it is about; short of it, the reading where opening stopped is
+        // shown but the target is not measured.
+        const t = target(`in-process: < ${KIB_PER_SESSION} KiB RSS per session at ${fmtN(c)}`, metrics[`memFerryRss${c}`].median, '<', KIB_PER_SESSION, { unit: 'KiB' });
+        if (!f.reached) Object.assign(t, { pass: null, note: `${fmtN(c)} not reached in ${sizes.memoryBudgetMs / 1000} s; the reading is at ${fmtN(f.readings[0]?.opened ?? 0)}` });
+        rssRow.target = targets.push(t) - 1;
       }
       table.push(rssRow, row(`${label}: heap per session`, `memFerryHeap${c}`, { baseline: `memBareHeap${c}`, ratio: `mem heap ferry/bare at ${c}` }), openRow, eachRow);
     }
-    // Linear opening: within each run, a session's opening time at the largest count (or where the
-    // budget stopped) over the same at the middle count; 1 when the cost per session is flat.
+    // Linear opening: within each run, what each further session cost to open between the middle
+    // and the largest count (or where the budget stopped), over the same between the first and the
+    // middle count; 1 when a session costs the same however many are open, above 1 when it grows.
     const linearity = (kind) =>
       mem[kind]
         .map((rs) => {
+          const first = rs.find((r) => r.checkpoint === sizes.memory[0] && r.reached);
           const mid = rs.find((r) => r.checkpoint === middle && r.reached);
           const top = rs.find((r) => r.checkpoint === largest);
-          return mid && top ? perSessionUs(top) / perSessionUs(mid) : undefined;
+          if (!first || !mid || !top || top.opened <= mid.opened) return undefined;
+          return (top.openMs - mid.openMs) / (top.opened - mid.opened) / ((mid.openMs - first.openMs) / (mid.opened - first.opened));
         })
         .filter((x) => x !== undefined);
     const top = readingsAt('ferry', largest);
-    const at = top.reached ? fmtN(largest) : `${fmtN(top.readings[0]?.opened ?? 0)} (${fmtN(largest)} not reached)`;
-    metrics.memFerryLinear = metric(`ferry in-process opening per session, ${largest} / ${middle}`, '×', linearity('ferry'));
-    metrics.memBareLinear = metric(`bare in-process opening per session, ${largest} / ${middle}`, '×', linearity('bare'));
-    const linearRow = row(`in-process: opening per session at ${fmtN(largest)} / at ${fmtN(middle)} (1 = linear)`, 'memFerryLinear', { baseline: 'memBareLinear' });
-    linearRow.target = targets.push(target(`in-process: opening is linear (per session at ${at} ≤ ${LINEAR_SLACK} × at ${fmtN(middle)})`, metrics.memFerryLinear.median, '<=', LINEAR_SLACK)) - 1;
+    const upTo = top.reached ? fmtN(largest) : `${fmtN(top.readings[0]?.opened ?? 0)} (where the budget stopped it)`;
+    const upToShort = top.reached ? fmtN(largest) : fmtN(top.readings[0]?.opened ?? 0);
+    const [first] = sizes.memory;
+    metrics.memFerryLinear = metric(`ferry in-process: each session opened from ${middle} on / from ${first} to ${middle}`, '×', linearity('ferry'));
+    metrics.memBareLinear = metric(`bare in-process: each session opened from ${middle} on / from ${first} to ${middle}`, '×', linearity('bare'));
+    const linearRow = row(`in-process: opening a session from ${fmtN(middle)} to ${upToShort} / from ${fmtN(first)} to ${fmtN(middle)} (1 = linear)`, 'memFerryLinear', {
+      baseline: 'memBareLinear',
+    });
+    linearRow.target =
+      targets.push(target(`in-process: opening is linear (each session from ${fmtN(middle)} to ${upTo} ≤ ${LINEAR_SLACK} × one from ${fmtN(first)} to ${fmtN(middle)})`, metrics.memFerryLinear.median, '<=', LINEAR_SLACK)) - 1;
     table.push(linearRow);
 
     return {

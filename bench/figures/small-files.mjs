@@ -64,7 +64,7 @@ export async function run(ctx, { count = bySize(ctx, { smoke: 20, quick: 100, fu
       ratios,
       targets: [target('ferry time ≤ 2 × pipe time', ratios['ferry/pipe'].value, '<=', 2)],
       table: [
-        row(`${count} files of ${size / KiB} KiB: wall time`, 'ferry', { baseline: 'pipe', ratio: 'ferry/pipe', target: 0 }),
+        row(`${count.toLocaleString('en-US')} files of ${size / KiB} KiB: wall time`, 'ferry', { baseline: 'pipe', ratio: 'ferry/pipe', target: 0 }),
         row('files per second', 'ferryRate', { baseline: 'pipeRate', ratio: 'files/s ferry/pipe' }),
       ],
     };
