@@ -7,12 +7,11 @@ import net from 'node:net';
 import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { nativeCodecModule } from './common-paths.mjs';
+import { serverFrames } from './frame-reader.mjs';
 
 const { preamble, encode } = await import(pathToFileURL(nativeCodecModule).href);
 const [port, count, concurrency = '256'] = process.argv.slice(2).map(Number);
 const hello = Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'bench' })]);
-const PREAMBLE = 8;
-const HEADER = 5;
 const WELCOME = 0x02;
 const PING = 0x05;
 const PONG = 0x06;
@@ -28,8 +27,6 @@ function connectOne() {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     sockets.push(socket);
-    let buffered = Buffer.alloc(0);
-    let skip = PREAMBLE;
     let welcomed = false;
     const timer = setTimeout(() => {
       socket.code = 'no welcome within 20 s';
@@ -48,29 +45,18 @@ function connectOne() {
       resolve();
     };
     socket.once('connect', () => socket.write(hello));
-    socket.on('data', (chunk) => {
-      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
-      if (skip > 0) {
-        const n = Math.min(skip, buffered.length);
-        skip -= n;
-        buffered = buffered.subarray(n);
-      }
-      while (skip === 0 && buffered.length >= HEADER) {
-        const type = buffered[0];
-        const length = buffered.readUInt32BE(1);
-        if (buffered.length < HEADER + length) break;
-        const payload = buffered.subarray(HEADER, HEADER + length);
-        buffered = buffered.subarray(HEADER + length);
+    socket.on(
+      'data',
+      serverFrames((type, payload) => {
         if (type === WELCOME && !welcomed) settle(true);
         else if (type === PING) socket.write(encode.pong(Buffer.from(payload)));
         else if (type !== PONG && !welcomed) {
           socket.destroy();
-          return;
+          return false;
         }
-      }
-      // Keep no reference to a large chunk for an idle connection.
-      if (buffered.length === 0) buffered = Buffer.alloc(0);
-    });
+        return true;
+      }),
+    );
     socket.on('error', (err) => {
       if (!welcomed) socket.code = err.code;
     });

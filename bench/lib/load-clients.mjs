@@ -15,12 +15,11 @@ import net from 'node:net';
 import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { nativeCodecModule } from './common-paths.mjs';
+import { serverFrames } from './frame-reader.mjs';
 
 const { preamble, encode } = await import(pathToFileURL(nativeCodecModule).href);
 const [port, count, textBytes = 32] = process.argv.slice(2).map(Number);
 const TEXT = 'x'.repeat(textBytes);
-const PREAMBLE = 8;
-const HEADER = 5;
 const WELCOME = 0x02;
 const ERROR = 0x04;
 const PING = 0x05;
@@ -45,8 +44,6 @@ function connectOne() {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
     const client = { socket, id: 0, sentAt: 0, sentInMeasure: false, welcomed: false, send: undefined };
-    let buffered = Buffer.alloc(0);
-    let skip = PREAMBLE;
     client.send = () => {
       client.id++;
       client.sentInMeasure = phase === 'measure';
@@ -55,19 +52,9 @@ function connectOne() {
     };
     const timer = setTimeout(() => socket.destroy(new Error('no welcome within 30 s')), 30_000);
     socket.once('connect', () => socket.write(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'bench-load', clientId: crypto.randomUUID() })])));
-    socket.on('data', (chunk) => {
-      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
-      if (skip > 0) {
-        const n = Math.min(skip, buffered.length);
-        skip -= n;
-        buffered = buffered.subarray(n);
-      }
-      while (skip === 0 && buffered.length >= HEADER) {
-        const type = buffered[0];
-        const length = buffered.readUInt32BE(1);
-        if (buffered.length < HEADER + length) break;
-        const payload = buffered.subarray(HEADER, HEADER + length);
-        buffered = buffered.subarray(HEADER + length);
+    socket.on(
+      'data',
+      serverFrames((type, payload) => {
         if (type === WELCOME && !client.welcomed) {
           clearTimeout(timer);
           client.welcomed = true;
@@ -83,9 +70,8 @@ function connectOne() {
           }
           if (phase === 'warmup' || phase === 'measure') client.send();
         } else if (type === ERROR) fail(`server error: ${payload.toString('utf8').slice(0, 120)}`);
-      }
-      if (buffered.length === 0) buffered = Buffer.alloc(0);
-    });
+      }),
+    );
     socket.on('error', (err) => fail(err.code ?? err.message));
     socket.on('close', () => {
       clearTimeout(timer);

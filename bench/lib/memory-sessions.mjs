@@ -16,6 +16,7 @@
 // "open").
 import { pathToFileURL } from 'node:url';
 import { libraryEntry, memoryTransportModule, nativeCodecModule } from './common-paths.mjs';
+import { serverFrames } from './frame-reader.mjs';
 
 const [kind, dir, checkpointList, budgetArg, concurrencyArg = '256', settleArg = '1000'] = process.argv.slice(2);
 if (!['ferry', 'bare'].includes(kind) || !dir || !checkpointList || !budgetArg) {
@@ -34,8 +35,6 @@ const settleMs = Number(settleArg);
 const { memoryPair } = await import(pathToFileURL(memoryTransportModule).href);
 const { preamble, encode } = await import(pathToFileURL(nativeCodecModule).href);
 
-const PREAMBLE = 8;
-const HEADER = 5;
 const WELCOME = 0x02;
 const PING = 0x05;
 const hello = Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'bench' })]);
@@ -69,32 +68,19 @@ function openOne() {
   return new Promise((resolve) => {
     const [serverEnd, clientEnd] = memoryPair();
     clients.push(clientEnd);
-    let buffered = Buffer.alloc(0);
-    let skip = PREAMBLE;
     let welcomed = false;
     const timer = setTimeout(() => clientEnd.destroy(), 30_000);
-    clientEnd.on('data', (chunk) => {
-      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
-      if (skip > 0) {
-        const n = Math.min(skip, buffered.length);
-        skip -= n;
-        buffered = buffered.subarray(n);
-      }
-      while (skip === 0 && buffered.length >= HEADER) {
-        const type = buffered[0];
-        const length = buffered.readUInt32BE(1);
-        if (buffered.length < HEADER + length) break;
-        const payload = buffered.subarray(HEADER, HEADER + length);
-        buffered = buffered.subarray(HEADER + length);
+    clientEnd.on(
+      'data',
+      serverFrames((type, payload) => {
         if (type === WELCOME && !welcomed) {
           clearTimeout(timer);
           welcomed = true;
           open++;
           resolve();
         } else if (type === PING) clientEnd.write(encode.pong(Buffer.from(payload)));
-      }
-      if (buffered.length === 0) buffered = Buffer.alloc(0);
-    });
+      }),
+    );
     clientEnd.on('error', () => undefined);
     clientEnd.on('close', () => {
       if (welcomed) open--;

@@ -5,7 +5,7 @@ import { FerryError, ProtocolError } from '../../transport/errors.js';
 import type { ClientToken, ErrorInfo, HelloInfo, Limits, OpenResultInfo, UploadResultInfo, WelcomeInfo } from '../../transport/frames.js';
 import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
 import type { Dialer, Transport } from '../../transport/transport.js';
-import { PRELOAD_MAX_BYTES, readHead, streamFile } from './file-source.js';
+import { PRELOAD_MAX_BYTES, readFailure, readHead, streamFile } from './file-source.js';
 import { authMac } from '../../transport/auth.js';
 import { describeNetworkError } from '../../transport/network-errors.js';
 import { corkUntilLater } from '../../transport/corked-writer.js';
@@ -325,9 +325,9 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
       },
       (err: unknown) => {
         if (current.abort.signal.aborted) return;
-        // A local read failure leaves the stream mid-frame: the connection cannot be reused.
-        sendBack({ type: 'upload.unreadable', id, error: err instanceof FerryError ? err : new FerryError('E_LOCAL_FILE', String(err)) });
-        goDown(new FerryError('E_CONNECTION_LOST', 'The connection was reset after a local read failure.'));
+        const { error, reset } = readFailure(err);
+        sendBack({ type: 'upload.unreadable', id, error });
+        goDown(reset);
       },
     );
   };

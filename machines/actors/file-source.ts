@@ -162,3 +162,14 @@ function pace(due: number, signal: AbortSignal): Promise<void> {
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * A read of the local file failed while it was being sent: the upload's own error, and why the
+ * connection goes (the stream stopped mid-frame, so it cannot be reused).
+ */
+export function readFailure(err: unknown): { error: FerryError; reset: FerryError } {
+  return {
+    error: err instanceof FerryError ? err : new FerryError('E_LOCAL_FILE', String(err)),
+    reset: new FerryError('E_CONNECTION_LOST', 'The connection was reset after a local read failure.'),
+  };
+}

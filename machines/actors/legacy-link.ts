@@ -13,7 +13,7 @@ import {
 import type { Transport } from '../../transport/transport.js';
 import { describeNetworkError } from '../../transport/network-errors.js';
 import type { ClientLinkCommand, ClientLinkEvent, ClientLinkInput, ClientLinkResources } from './client-link.js';
-import { streamFile } from './file-source.js';
+import { readFailure, streamFile } from './file-source.js';
 
 /** The original server reads `file` with one recv(1024): the header must arrive in a later segment. */
 const FILE_COMMAND_PAUSE_MS = 50;
@@ -149,8 +149,9 @@ export const legacyLink = ({ dial }: Pick<ClientLinkResources, 'dial'>) => fromC
       if (!down) sendBack({ type: 'server.done', result: { id, savedAs: current.name, bytes: current.size, sha256 } });
     } catch (err) {
       if (current.abort.signal.aborted) return;
-      sendBack({ type: 'upload.unreadable', id, error: err instanceof FerryError ? err : new FerryError('E_LOCAL_FILE', String(err)) });
-      goDown(new FerryError('E_CONNECTION_LOST', 'The connection was reset after a local read failure.'));
+      const { error, reset } = readFailure(err);
+      sendBack({ type: 'upload.unreadable', id, error });
+      goDown(reset);
     }
   };
 
