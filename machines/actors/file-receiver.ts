@@ -52,6 +52,20 @@ export function fileReceiverFor(store: FileSink) {
       sendBack({ type: 'file.failed', error: asFerryError(err) });
     };
 
+    /** Reports how a finish ended: saved, or failed as `failure` says. */
+    const report = (finishing: Promise<SavedFile>, failure: 'file.refused' | 'file.failed') => {
+      finishing.then(
+        (saved) => {
+          settled = true;
+          if (!stopped) sendBack({ type: 'file.saved', saved });
+        },
+        (err: unknown) => {
+          settled = true;
+          if (!stopped) sendBack({ type: failure, error: asFerryError(err) });
+        },
+      );
+    };
+
     const { name, size, key, sha256 } = input.offer;
     store.begin({ name, size, ...(key !== undefined ? { key } : {}), ...(sha256 !== undefined ? { sha256 } : {}), ...(input.folders ? { folders: true } : {}) }).then(
       (opened) => {
@@ -61,16 +75,8 @@ export function fileReceiverFor(store: FileSink) {
         }
         file = opened;
         if (opened.skipped) {
-          opened.finish().then(
-            (saved) => {
-              settled = true;
-              if (!stopped) sendBack({ type: 'file.saved', saved });
-            },
-            (err: unknown) => {
-              settled = true;
-              if (!stopped) sendBack({ type: 'file.refused', error: asFerryError(err) });
-            },
-          );
+          // Not accepted, so a failure here is a refusal of the offer, not a failed upload.
+          report(opened.finish(), 'file.refused');
           return;
         }
         sendBack({ type: 'file.ready', name: opened.name, offset: opened.received });
@@ -100,16 +106,7 @@ export function fileReceiverFor(store: FileSink) {
         }
         return;
       }
-      file.finish(command.sha256).then(
-        (saved) => {
-          settled = true;
-          if (!stopped) sendBack({ type: 'file.saved', saved });
-        },
-        (err: unknown) => {
-          settled = true;
-          if (!stopped) sendBack({ type: 'file.failed', error: asFerryError(err) });
-        },
-      );
+      report(file.finish(command.sha256), 'file.failed');
     });
 
     return () => {
