@@ -108,6 +108,41 @@ describe('streamFile', () => {
     expect((failed as FerryError).message).toContain('permission denied');
   });
 
+  it('reuses a read buffer only once the transport has let go of the chunk in it', async () => {
+    // A transport that keeps the chunks it is given (no copy) and reads them only when it lets go
+    // of them, three chunks later, as a socket does while the kernel is busy: were a buffer reused
+    // before that, what it finally sends would hold a later chunk's bytes.
+    const data = content(3 * 1024 * 1024 + 1234, 15);
+    const [near] = memoryPair();
+    const held: { chunk: Uint8Array; done?: () => void }[] = [];
+    const sent: Buffer[] = [];
+    const release = () => {
+      const oldest = held.shift()!;
+      sent.push(Buffer.from(oldest.chunk));
+      oldest.done?.();
+    };
+    const holding = () => held.filter((entry) => entry.done).length;
+    const lazy = Object.assign(Object.create(near) as typeof near, {
+      write(chunk: Uint8Array, done?: () => void) {
+        held.push(done ? { chunk, done } : { chunk });
+        setImmediate(() => {
+          while (holding() > 3) release();
+        });
+        return true;
+      },
+      cork() {},
+      uncork() {},
+    });
+    const result = await streamFile({ path: fileWith(data), id: 4, size: data.length, transport: lazy, signal: new AbortController().signal, onProgress: () => {} });
+    while (held.length > 0) release();
+    const decoder = new ServerDecoder(DEFAULT_LIMITS);
+    decoder.feed(Buffer.concat([preamble(), encode.hello({ version: 1, agent: 'test' })]));
+    const received = decoder.feed(Buffer.concat(sent)).flatMap((token) => (token.type === 'data' ? [Buffer.from(token.chunk)] : []));
+    // Compared by hash: a deep comparison of megabytes is slow to run and to print.
+    expect(sha256(Buffer.concat(received))).toBe(sha256(data));
+    expect(result.sha256).toBe(sha256(data));
+  });
+
   it('sends no DATA frame for an empty file, only the end', async () => {
     const { result, data: received, end } = await streamed(fileWith(Buffer.alloc(0)), 0);
     expect(received).toEqual(Buffer.alloc(0));

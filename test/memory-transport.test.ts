@@ -93,7 +93,12 @@ describe('memoryPair delivery', () => {
     const [a, b] = memoryPair();
     const got = receive(b, 3);
     const buf = Buffer.from('abc');
-    a.write(buf);
+    let released = false;
+    a.write(buf, () => (released = true));
+    // Copied at once, so released right after write() returns, never inside it.
+    expect(released).toBe(false);
+    await Promise.resolve();
+    expect(released).toBe(true);
     buf.fill(0);
     expect(Buffer.concat(await got).toString()).toBe('abc');
   });

@@ -141,6 +141,23 @@ describe('NetTransport over loopback', () => {
     expect(errors).toEqual([]);
   });
 
+  it('calls a write\'s done once the socket let go of the chunk, also for a write it ignored', async () => {
+    const { port } = await startServer(echo);
+    const client = await dial(port);
+    const echoed = readAll(client);
+    const calls: string[] = [];
+    client.write(Buffer.from('first'), () => calls.push('first'));
+    client.write(Buffer.from('second'), () => calls.push('second'));
+    // Never inside write(): the caller may still be using the chunk.
+    expect(calls).toEqual([]);
+    await vi.waitFor(() => expect(calls).toEqual(['first', 'second']));
+    client.end();
+    expect(client.write(Buffer.from('late'), () => calls.push('late'))).toBe(false);
+    expect(calls).toEqual(['first', 'second']);
+    await vi.waitFor(() => expect(calls).toEqual(['first', 'second', 'late']));
+    expect((await echoed).toString()).toBe('firstsecond');
+  });
+
   it('keeps bytes that arrive before anyone listens', async () => {
     let written!: () => void;
     const flushed = new Promise<void>((resolve) => (written = resolve));

@@ -121,7 +121,9 @@ export class MemoryTransport implements Transport {
   }
 
   /** Queues a copy of `chunk`. Ignored, returning false, after `end()`, `destroy()` or a reset. */
-  write(chunk: Uint8Array): boolean {
+  write(chunk: Uint8Array, done?: () => void): boolean {
+    // The chunk is copied (or dropped) at once, so it is free again as soon as this returns.
+    if (done) queueMicrotask(done);
     if (this.writeEnded || this.isDestroyed) return false;
     if (chunk.byteLength > 0) {
       const copy = Buffer.from(chunk);

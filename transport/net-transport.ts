@@ -84,10 +84,14 @@ export class NetTransport implements Transport {
   }
 
   /** Writes after `end()` or `destroy()` are ignored and return false, as with the memory transport. */
-  write(chunk: Uint8Array): boolean {
+  write(chunk: Uint8Array, done?: () => void): boolean {
     const socket = this.socket;
-    if (socket.writableEnded || socket.destroyed) return false;
-    return socket.write(chunk);
+    if (socket.writableEnded || socket.destroyed) {
+      if (done) queueMicrotask(done);
+      return false;
+    }
+    // The socket calls back once the bytes are written, or with an error once they never will be.
+    return done ? socket.write(chunk, () => done()) : socket.write(chunk);
   }
 
   cork(): void {

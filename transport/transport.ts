@@ -22,8 +22,12 @@ export type TransportEvent = keyof TransportEventMap;
 export interface Transport {
   /** `host:port` of the peer, for logs. */
   readonly remote: string;
-  /** Queue bytes; false means the peer is slow and the caller should wait for `drain`. */
-  write(chunk: Uint8Array): boolean;
+  /**
+   * Queue bytes; false means the peer is slow and the caller should wait for `drain`. `done`, when
+   * given, runs once the transport holds `chunk` no longer (written, copied or dropped), so that its
+   * memory may be reused; it runs exactly once, never inside `write()`.
+   */
+  write(chunk: Uint8Array, done?: () => void): boolean;
   /** Batch the writes that follow into one until `uncork()` (one syscall for header + payload). */
   cork(): void;
   uncork(): void;
