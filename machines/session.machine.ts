@@ -4,6 +4,7 @@ import type { UploadOffer } from '../transport/frames.js';
 import type { SessionReply } from '../transport/replies.js';
 import type { SavedFile } from '../media/upload-store.js';
 import type { MediaOutcome, MediaRequest } from './actors/media-dispatch.js';
+import type { DataReceiver } from './actors/session-connection.js';
 import { detachedServices, sessionImplementations, type SessionServices } from './session-services.js';
 import type { SessionContext, SessionEmitted, SessionEvent, SessionSettings } from './session.types.js';
 
@@ -118,6 +119,9 @@ export const sessionMachine = setup({
       reply: { type: 'upload-accept' as const, id: context.upload?.offer.id ?? 0, offset: params.offset },
     })),
     forwardChunk: sendTo('receiver', (_, params: { chunk: Buffer }) => ({ type: 'data' as const, chunk: params.chunk })),
+    /** From here the connection hands upload bytes to the receiver itself, as `forwardChunk` would. */
+    routeData: sendTo('connection', (_, params: { to: DataReceiver | undefined }) => (params.to ? { type: 'route-data' as const, to: params.to } : { type: 'route-data' as const })),
+    unrouteData: sendTo('connection', { type: 'route-data' }),
     finishFile: sendTo('receiver', (_, params: { sha256: string | undefined }) => (params.sha256 !== undefined ? { type: 'finish' as const, sha256: params.sha256 } : { type: 'finish' as const })),
     assignSaved: assign({ upload: ({ context }, params: { saved: SavedFile }) => (context.upload ? { ...context.upload, saved: params.saved } : context.upload) }),
     /** Tells the world of the file just stored (`assignSaved` put it in the context). */
@@ -292,6 +296,8 @@ export const sessionMachine = setup({
               target: 'streaming',
               actions: [
                 { type: 'logUploadStarted', params: ({ event }) => ({ name: event.name }) },
+                // The connection hands the chunks to the receiver while `streaming` lasts.
+                { type: 'routeData', params: ({ event }) => ({ to: event.receiver }) },
                 { type: 'replyUploadAccept', params: ({ event }) => ({ offset: event.offset }) },
               ],
             },
@@ -320,6 +326,7 @@ export const sessionMachine = setup({
         streaming: {
           description: 'Writing each chunk to the partial file as it arrives, hashing it on the way.',
           entry: 'resumeReading',
+          exit: 'unrouteData',
           on: {
             data: { actions: { type: 'forwardChunk', params: ({ event }) => ({ chunk: event.chunk }) } },
             'file.busy': { actions: 'pauseReading' },

@@ -2,6 +2,7 @@ import { fromCallback } from 'xstate';
 import { FerryError } from '../../transport/errors.js';
 import type { UploadOffer } from '../../transport/frames.js';
 import type { IncomingFile, SavedFile } from '../../media/upload-store.js';
+import type { DataReceiver } from './session-connection.js';
 
 /** The part of the upload store a session needs; tests may hand in their own. */
 export interface FileSink {
@@ -17,7 +18,8 @@ export interface FileReceiverInput {
 }
 
 export type FileReceiverEvent =
-  | { type: 'file.ready'; name: string; offset: number }
+  /** The partial file is open. `receiver` is the receiver itself, to which the upload's bytes may be sent directly. */
+  | { type: 'file.ready'; name: string; offset: number; receiver?: DataReceiver }
   | { type: 'file.refused'; error: FerryError }
   | { type: 'file.busy' }
   | { type: 'file.writable' }
@@ -39,7 +41,7 @@ function asFerryError(err: unknown): FerryError {
  * sender is told it is done and sends no bytes.
  */
 export function fileReceiverFor(store: FileSink) {
-  return fromCallback<FileReceiverCommand, FileReceiverInput, FileReceiverEvent>(({ input, sendBack, receive }) => {
+  return fromCallback<FileReceiverCommand, FileReceiverInput, FileReceiverEvent>(({ input, sendBack, receive, self }) => {
     let file: IncomingFile | undefined;
     let settled = false;
     let stopped = false;
@@ -79,7 +81,7 @@ export function fileReceiverFor(store: FileSink) {
           report(opened.finish(), 'file.refused');
           return;
         }
-        sendBack({ type: 'file.ready', name: opened.name, offset: opened.received });
+        sendBack({ type: 'file.ready', name: opened.name, offset: opened.received, receiver: self });
       },
       (err: unknown) => {
         if (!stopped) sendBack({ type: 'file.refused', error: asFerryError(err) });

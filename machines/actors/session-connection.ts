@@ -69,10 +69,20 @@ export type SessionConnectionEvent =
   /** The connection is gone (closed, reset or destroyed). Sent once, last. */
   | { type: 'peer-gone'; error?: Error };
 
+/** Where the bytes of an upload can go: the session's file receiver. */
+export interface DataReceiver {
+  send(command: { type: 'data'; chunk: Buffer }): void;
+}
+
 /** Commands the session sends to its connection. */
 export type SessionConnectionCommand =
   | { type: 'pause' }
   | { type: 'resume' }
+  /**
+   * While an upload streams, its `data` goes straight to the file receiver (`to`), as the session
+   * would forward it, without a step of the session per socket read; without `to`, to the session again.
+   */
+  | { type: 'route-data'; to?: DataReceiver }
   | { type: 'reply'; reply: SessionReply }
   | { type: 'replies'; replies: SessionReply[] }
   | { type: 'close'; reply?: SessionReply };
@@ -115,6 +125,11 @@ export function batchMessages(tokens: ServerToken[]): (ServerToken | MessagesEve
  * Wires one server-side Transport to its session machine: detects the format from the first byte,
  * decodes tokens and hands them over one by one, stopping the moment the machine asks to pause (the
  * rest of a decoded batch waits), and writes the machine's replies in the detected format.
+ *
+ * While the session streams an upload it routes `data` to its file receiver (`route-data`): a
+ * chunk then costs no step of the session, whose `streaming` state would only forward it, and which
+ * still decides everything else (pausing on `file.busy`, the end, failures) and ends the route when
+ * it leaves `streaming`. Order is kept: whatever waits in the queue goes first, by the same route.
  */
 export function runSessionConnection({ input, sendBack, receive }: CallbackParams<SessionConnectionCommand, SessionConnectionInput, SessionConnectionEvent>) {
   const { transport, limits } = input;
@@ -127,13 +142,19 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
   let failed = false;
   let ending: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  let dataRoute: DataReceiver | undefined;
 
   const reading = () => !machinePaused && !writeBlocked;
   const applyFlow = () => (reading() ? transport.resume() : transport.pause());
 
+  const hand = (event: SessionConnectionEvent) => {
+    if (dataRoute && event.type === 'data') dataRoute.send(event);
+    else sendBack(event);
+  };
+
   const deliver = () => {
     let i = 0;
-    while (i < queue.length && !machinePaused) sendBack(queue[i++]!);
+    while (i < queue.length && !machinePaused) hand(queue[i++]!);
     queue = i === queue.length ? [] : queue.slice(i);
   };
 
@@ -156,7 +177,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
           queue = events.slice(i);
           return;
         }
-        sendBack(events[i]!);
+        hand(events[i]!);
       }
     } else {
       for (const event of events) queue.push(event);
@@ -289,6 +310,9 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
         // Commands arrive while the session is mid-transition, when events sent to it only queue up
         // and a pause they cause would come too late; hand the held tokens over once it is done.
         scheduleDelivery();
+        break;
+      case 'route-data':
+        dataRoute = command.to;
         break;
       case 'reply':
         write(command.reply);

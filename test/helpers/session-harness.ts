@@ -278,8 +278,12 @@ export class SessionHarness {
       },
       ...(opts.realClock ? {} : { clock: this.clock }),
       inspect: (ev: InspectionEvent) => {
-        if (ev.type !== '@xstate.snapshot' || ev.actorRef !== this.actor) return;
-        const snapshot = ev.snapshot as SessionSnapshot;
+        let snapshot: SessionSnapshot;
+        if (ev.type === '@xstate.snapshot' && ev.actorRef === this.actor) snapshot = ev.snapshot as SessionSnapshot;
+        // While an upload streams, the connection hands its data straight to the file receiver (no
+        // sender): the session's step for it, which would only forward it and stay where it is.
+        else if (ev.type === '@xstate.event' && ev.event.type === 'data' && ev.sourceRef === undefined && ev.actorRef === (this.actor as SessionActor | undefined)?.getSnapshot().children.receiver) snapshot = this.actor.getSnapshot();
+        else return;
         this.steps.push({ event: ev.event, value: snapshot.value, status: snapshot.status });
         const type = ev.event.type;
         const matching = this.waiters.filter((w) => w.type === type || (w.type.endsWith('*') && type.startsWith(w.type.slice(0, -1))));
