@@ -22,9 +22,9 @@ export interface MessageJournalOptions {
  * order it sends them and resends in that order, so the highest id handled is the whole record.
  * The session records a message and flushes before it does anything else with it (emits it,
  * acknowledges it): a server killed with SIGKILL still knows it after a restart, since the kernel has
- * the write. A batch of messages from one read is recorded first and flushed once, so 64 messages
- * cost one write, not 64. The file is rewritten, one line per client still within the retention,
- * whenever it grows long.
+ * the write. A batch of messages from one read is recorded first and flushed once, as one line per
+ * client (its highest id), so 64 messages cost one short write, not 64 lines. The file is rewritten,
+ * one line per client still within the retention, whenever it grows long.
  */
 export class MessageJournal {
   readonly #file: string | undefined;
@@ -33,8 +33,8 @@ export class MessageJournal {
   readonly #clients = new Map<string, ClientRecord>();
   #fd: number | undefined;
   #lines = 0;
-  /** Lines recorded but not yet written. */
-  #pending = '';
+  /** Clients with records not yet written: the highest id is the whole record, so one line each. */
+  readonly #pending = new Set<string>();
 
   constructor(options: MessageJournalOptions = {}) {
     this.#file = options.file;
@@ -72,22 +72,30 @@ export class MessageJournal {
 
   /** Records a handled message; `flush()` must follow before it is emitted or acknowledged. */
   record(clientId: string, id: number): void {
-    const now = Date.now();
     const known = this.#clients.get(clientId);
-    if (!known || known.high < id) this.#clients.set(clientId, { high: id, seenAt: now });
-    if (this.#fd !== undefined) this.#pending += `${clientId} ${id} ${now}\n`;
+    if (!known) this.#clients.set(clientId, { high: id, seenAt: Date.now() });
+    else if (known.high < id) {
+      known.high = id;
+      known.seenAt = Date.now();
+    }
+    if (this.#fd !== undefined) this.#pending.add(clientId);
   }
 
   /** Writes the records made since the last flush, synchronously. */
   flush(): void {
-    if (this.#pending === '' || this.#fd === undefined) return;
-    const lines = this.#pending;
-    this.#pending = '';
+    if (this.#pending.size === 0 || this.#fd === undefined) return;
+    let lines = '';
+    for (const clientId of this.#pending) {
+      const record = this.#clients.get(clientId);
+      if (record) lines += `${clientId} ${record.high} ${record.seenAt}\n`;
+    }
+    const count = this.#pending.size;
+    this.#pending.clear();
     try {
       // Synchronous on purpose: a record the kernel has survives a SIGKILL of the server, and what
       // follows (the emit, the acknowledgement) happens only after this returns.
       fs.writeSync(this.#fd, lines);
-      this.#lines += countLines(lines);
+      this.#lines += count;
       if (this.#lines >= this.#compactAfter) this.#compact();
     } catch (err) {
       // A full disk must not end the session (or the server); the record still holds in memory,
@@ -109,7 +117,7 @@ export class MessageJournal {
   #compact(): void {
     if (!this.#file) return;
     // The rewrite holds every record in memory, written or not.
-    this.#pending = '';
+    this.#pending.clear();
     const now = Date.now();
     for (const [clientId, record] of this.#clients) if (now - record.seenAt > this.#retentionMs) this.#clients.delete(clientId);
     const lines = [...this.#clients].map(([clientId, r]) => `${clientId} ${r.high} ${r.seenAt}\n`).join('');
@@ -120,10 +128,4 @@ export class MessageJournal {
     this.#fd = fs.openSync(this.#file, 'a');
     this.#lines = this.#clients.size;
   }
-}
-
-function countLines(text: string): number {
-  let n = 0;
-  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++;
-  return n;
 }

@@ -338,7 +338,8 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
       case 'send-messages':
         if (!transport) break;
         holdWrites?.();
-        for (const m of command.messages) transport.write(encode.message(m.id, m.text));
+        // A batch leaves as one buffer: one write for the socket, not one per message.
+        transport.write(command.messages.length === 1 ? encode.message(command.messages[0]!.id, command.messages[0]!.text) : Buffer.concat(command.messages.map((m) => encode.message(m.id, m.text))));
         break;
       case 'offer-upload':
         void offer(command.id, command.path, command.name, command.open === true, command.fresh === true);

@@ -290,7 +290,19 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
   const write = (reply: SessionReply) => {
     if (transport.destroyed || !codec) return;
     const bytes = codec.replies.encode(reply);
-    if (bytes === undefined) return;
+    if (bytes !== undefined) send(bytes);
+  };
+  /** Several replies (the acknowledgements of a batch) as one buffer: one write instead of one each. */
+  const writeAll = (replies: SessionReply[]) => {
+    if (transport.destroyed || !codec) return;
+    const encoded: Buffer[] = [];
+    for (const reply of replies) {
+      const bytes = codec.replies.encode(reply);
+      if (bytes !== undefined) encoded.push(bytes);
+    }
+    if (encoded.length > 0) send(encoded.length === 1 ? encoded[0]! : Buffer.concat(encoded));
+  };
+  const send = (bytes: Buffer) => {
     holdWrites();
     transport.write(bytes);
     if (transport.writableLength > maxPending && !writeBlocked) {
@@ -318,7 +330,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
         write(command.reply);
         break;
       case 'replies':
-        for (const reply of command.replies) write(reply);
+        writeAll(command.replies);
         break;
       case 'close':
         // From here on the session only waits for the socket to close: let everything through.

@@ -1,0 +1,13 @@
+import { ferryClient, throughput, startServer } from './figures/messages.mjs';
+import { kill, makeTempDir, waitForLine } from './lib/common.mjs';
+const dir = makeTempDir('sp');
+const server = await startServer(['ferry', dir]);
+const client = await ferryClient(server.port);
+await throughput(client, 20000, 64, 30000);
+server.child.stdin.write('profile-start\n');
+await waitForLine(server.child, (l) => (JSON.parse(l).profiling ? true : undefined), 5000, 'profiling');
+const rate = await throughput(client, 100000, 64, 30000);
+server.child.stdin.write('profile-stop /tmp/prof/srv-tp.cpuprofile\n');
+await waitForLine(server.child, (l) => (JSON.parse(l).profiled ? true : undefined), 5000, 'profiled');
+console.log(rate);
+await client.close(); await kill(server.child); process.exit(0);
