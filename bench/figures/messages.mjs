@@ -3,7 +3,7 @@
 // (server child, client here). Latency: one message at a time. Throughput: 64 in flight.
 import net from 'node:net';
 import { pathToFileURL } from 'node:url';
-import { bySize, kill, libraryEntry, makeTempDir, metric, percentile, ratioOf, removeTempDir, row, serversScript, spawnTracked, target, waitForLine, withTimeout } from '../lib/common.mjs';
+import { bySize, kill, libraryEntry, makeTempDir, metric, percentile, ratioOf, removeTempDir, row, serversScript, settleDisk, spawnTracked, target, waitForLine, withTimeout } from '../lib/common.mjs';
 
 export const name = 'messages';
 export const title = 'messages through the library (round-trip latency, throughput with 64 in flight) vs a raw length-prefixed echo';
@@ -110,6 +110,8 @@ export async function run(
     for (let i = 0; i < ctx.runs; i++) {
       const order = i % 2 === 0 ? ['raw', 'ferry'] : ['ferry', 'raw'];
       for (const kind of order) {
+        // ferry's journal writes to disk: write-back left by an earlier figure's files must not throttle it.
+        settleDisk();
         const client = kind === 'ferry' ? await ferryClient(servers.ferry.port) : await rawClient(servers.raw.port);
         try {
           const lat = await withTimeout(latency(client, count, warmup), 120_000, `${kind} latency`);
