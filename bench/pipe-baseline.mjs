@@ -23,7 +23,8 @@ function receive(dir) {
   let count = 0;
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
     const hash = createHash('sha256');
-    const out = fs.createWriteStream(path.join(dir, `pipe-${process.pid}-${++count}.bin`), { highWaterMark: 1024 * 1024 });
+    // The same buffer as ferry's receiver (media/incoming-file.ts WRITE_HIGH_WATER_MARK).
+    const out = fs.createWriteStream(path.join(dir, `pipe-${process.pid}-${++count}.bin`), { highWaterMark: 4 * 1024 * 1024 });
     socket.on('data', (chunk) => {
       hash.update(chunk);
       if (!out.write(chunk)) {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, it, expect, vi } from 'vitest';
 import { FerryError } from '../transport/errors.js';
 import { UploadStore } from '../media/upload-store.js';
+import { WRITE_HIGH_WATER_MARK } from '../media/incoming-file.js';
 import { content, removeTempDirs, sha256, tempDir } from './helpers/async.js';
 import { rejection } from './helpers/errors.js';
 import { send } from './helpers/uploads.js';
@@ -401,7 +402,7 @@ describe('UploadStore', () => {
   it('turns a disk write failure into a refused upload instead of a crash', async () => {
     const root = tempDir();
     const store = new UploadStore({ root });
-    const file = await store.begin({ name: 'full.bin', size: 4 * 1024 * 1024 });
+    const file = await store.begin({ name: 'full.bin', size: 2 * WRITE_HIGH_WATER_MARK });
     const noSpace = (): Error => Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
     type Callback = (err: Error | null) => void;
     vi.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => {
@@ -414,7 +415,7 @@ describe('UploadStore', () => {
     }) as unknown as typeof fs.writev);
 
     // The listener must run even though the stream will never drain normally.
-    expect(file.write(content(2 * 1024 * 1024))).toBe(false);
+    expect(file.write(content(WRITE_HIGH_WATER_MARK + 1024))).toBe(false);
     await new Promise<void>((resolve) => file.onDrain(resolve));
     let thrown: unknown;
     try {
