@@ -642,6 +642,27 @@ describe('session: uploads', () => {
     expect(h.steps.filter((s) => s.event.type === 'data')).toHaveLength(2);
   });
 
+  it('hands upload bytes straight to the file receiver while streaming, and only then', async () => {
+    const h = start();
+    await h.handshake();
+    const body = content(3000, 9);
+    // Bytes that arrive before the file is accepted wait, and go by the same route once it is.
+    const offered = h.processed('upload-offer');
+    h.client.write(frames.offer(32, 'routed.bin', body.length), frames.data(body.subarray(0, 1000)));
+    await offered;
+    await h.client.expect('upload-accept');
+    h.client.write(frames.data(body.subarray(1000, 2000)), frames.data(body.subarray(2000)), frames.end(32, sha256(body)));
+    expect((await h.client.expect('upload-done')).result).toMatchObject({ id: 32, bytes: body.length, sha256: sha256(body) });
+    // Each chunk reached the receiver without a step of the session itself.
+    expect(h.routedData).toBe(3);
+    expect(h.steps.filter((s) => s.event.type === 'data')).toHaveLength(3);
+    expect(fs.readFileSync(path.join(h.root, 'routed.bin'))).toEqual(body);
+    // Back in awaitingHeader the route is gone: stray data is out of turn again.
+    h.client.write(frames.data(Buffer.from('late')));
+    expect((await h.client.expect('error')).error.code).toBe('E_UNEXPECTED_FRAME');
+    expect(h.routedData).toBe(3);
+  });
+
   it('answers a ping in the middle of an upload', async () => {
     const h = start();
     await h.handshake();

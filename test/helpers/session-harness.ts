@@ -244,6 +244,8 @@ export class SessionHarness {
   readonly emitted: SessionEmitted[] = [];
   /** Every event the session processed, with the state it left the session in. */
   readonly steps: ProcessedStep[] = [];
+  /** Of those, the `data` the connection handed straight to the file receiver (no step of the session itself). */
+  routedData = 0;
   private waiters: { type: string; d: Deferred<SessionSnapshot> }[] = [];
 
   constructor(opts: SessionHarnessOptions = {}) {
@@ -282,8 +284,10 @@ export class SessionHarness {
         if (ev.type === '@xstate.snapshot' && ev.actorRef === this.actor) snapshot = ev.snapshot as SessionSnapshot;
         // While an upload streams, the connection hands its data straight to the file receiver (no
         // sender): the session's step for it, which would only forward it and stay where it is.
-        else if (ev.type === '@xstate.event' && ev.event.type === 'data' && ev.sourceRef === undefined && ev.actorRef === (this.actor as SessionActor | undefined)?.getSnapshot().children.receiver) snapshot = this.actor.getSnapshot();
-        else return;
+        else if (ev.type === '@xstate.event' && ev.event.type === 'data' && ev.sourceRef === undefined && ev.actorRef === (this.actor as SessionActor | undefined)?.getSnapshot().children.receiver) {
+          snapshot = this.actor.getSnapshot();
+          this.routedData++;
+        } else return;
         this.steps.push({ event: ev.event, value: snapshot.value, status: snapshot.status });
         const type = ev.event.type;
         const matching = this.waiters.filter((w) => w.type === type || (w.type.endsWith('*') && type.startsWith(w.type.slice(0, -1))));
