@@ -30,6 +30,31 @@ function uploadOpeningAsked(context: SessionContext): boolean {
   return context.upload?.offer.open === true || (context.format === 'legacy' && context.settings.media.enabled);
 }
 
+const savedOf = ({ event }: { event: { saved: SavedFile } }) => ({ saved: event.saved });
+const errorOf = ({ event }: { event: { error: FerryError } }) => ({ error: event.error });
+
+/**
+ * The file is stored (verified, or held already): open it first when that was asked, else answer at
+ * once. The same whether it was found while opening or stored after verifying.
+ */
+const fileStored = [
+  { guard: 'openingAsked', target: '#session.dispatchingMedia', actions: [{ type: 'assignSaved', params: savedOf }, 'logFileSaved', 'emitFileSaved'] },
+  {
+    target: '#session.awaitingHeader',
+    actions: [{ type: 'assignSaved', params: savedOf }, 'logFileSaved', 'emitFileSaved', { type: 'replyUploadDone', params: {} }, 'clearUpload'],
+  },
+] as const;
+
+/**
+ * An upload the store refused or could not verify. The original format sends the bytes without
+ * waiting for an answer, so its stream cannot continue and the connection closes; a native client is
+ * told, with the upload's id, and the session goes on.
+ */
+const uploadRefused = [
+  { guard: 'isLegacy', target: '#session.closing', actions: [{ type: 'logUploadFailed', params: errorOf }, 'closeQuietly'] },
+  { target: '#session.awaitingHeader', actions: [{ type: 'logUploadFailed', params: errorOf }, { type: 'replyUploadError', params: errorOf }, 'clearUpload'] },
+] as const;
+
 function errorReply(error: FerryError, id?: number): SessionReply {
   return { type: 'error', error: id === undefined ? { code: error.code, message: error.message } : { code: error.code, message: error.message, id } };
 }
@@ -302,25 +327,8 @@ export const sessionMachine = setup({
               ],
             },
             // The store holds this very file already (the offer named its SHA-256): done without any bytes.
-            'file.saved': [
-              { guard: 'openingAsked', target: '#session.dispatchingMedia', actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved'] },
-              {
-                target: '#session.awaitingHeader',
-                actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved', { type: 'replyUploadDone', params: {} }, 'clearUpload'],
-              },
-            ],
-            'file.refused': [
-              // The original format sends the bytes without waiting for an answer: the stream cannot continue.
-              { guard: 'isLegacy', target: '#session.closing', actions: [{ type: 'logUploadFailed', params: ({ event }) => ({ error: event.error }) }, 'closeQuietly'] },
-              {
-                target: '#session.awaitingHeader',
-                actions: [
-                  { type: 'logUploadFailed', params: ({ event }) => ({ error: event.error }) },
-                  { type: 'replyUploadError', params: ({ event }) => ({ error: event.error }) },
-                  'clearUpload',
-                ],
-              },
-            ],
+            'file.saved': fileStored,
+            'file.refused': uploadRefused,
           },
         },
         streaming: {
@@ -346,25 +354,8 @@ export const sessionMachine = setup({
           description: 'All bytes are in: checking size and SHA-256, then moving the file to its final name.',
           entry: 'pauseReading',
           on: {
-            'file.saved': [
-              { guard: 'openingAsked', target: '#session.dispatchingMedia', actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved'] },
-              // Nothing to open: answer at once.
-              {
-                target: '#session.awaitingHeader',
-                actions: [{ type: 'assignSaved', params: ({ event }) => ({ saved: event.saved }) }, 'logFileSaved', 'emitFileSaved', { type: 'replyUploadDone', params: {} }, 'clearUpload'],
-              },
-            ],
-            'file.failed': [
-              { guard: 'isLegacy', target: '#session.closing', actions: [{ type: 'logUploadFailed', params: ({ event }) => ({ error: event.error }) }, 'closeQuietly'] },
-              {
-                target: '#session.awaitingHeader',
-                actions: [
-                  { type: 'logUploadFailed', params: ({ event }) => ({ error: event.error }) },
-                  { type: 'replyUploadError', params: ({ event }) => ({ error: event.error }) },
-                  'clearUpload',
-                ],
-              },
-            ],
+            'file.saved': fileStored,
+            'file.failed': uploadRefused,
           },
         },
       },
