@@ -335,7 +335,9 @@ export function createClient(options: ClientOptions = {}): FerryClient {
   const pending = new Map<number, Settle>();
   let nextId = 1;
 
-  actor.on('reply', (e) => settle(e.id, (p) => p.resolve(e.text)));
+  actor.on('replies', (e) => {
+    for (const reply of e.replies) settle(reply.id, (p) => p.resolve(reply.text));
+  });
   actor.on('uploaded', (e) =>
     settle(e.id, (p) => {
       const { savedAs, bytes, sha256, opened } = e.result;

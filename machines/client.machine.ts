@@ -123,12 +123,15 @@ export const clientMachine = setup({
       const waiting = new Set<number>();
       for (const job of context.inflight) if (job.kind === 'message') waiting.add(job.id);
       const settled = new Set<number>();
+      const replies: { id: number; text: string }[] = [];
       for (const ack of acks) {
         if (!waiting.has(ack.id) || settled.has(ack.id)) continue;
         settled.add(ack.id);
-        enqueue.emit({ type: 'reply', id: ack.id, text: ack.text });
+        replies.push({ id: ack.id, text: ack.text });
       }
-      if (settled.size > 0) enqueue.assign({ inflight: context.inflight.filter((m) => !settled.has(m.id)) });
+      if (replies.length === 0) return;
+      enqueue.assign({ inflight: context.inflight.filter((m) => !settled.has(m.id)) });
+      enqueue.emit({ type: 'replies', replies });
     }),
     failMessage: enqueueActions(({ context, enqueue }, { error }: { error: ErrorInfo }) => {
       const id = error.id;

@@ -84,7 +84,8 @@ export type ClientEvent =
 export type ClientEmitted =
   | { type: 'connected'; session: string }
   | { type: 'retrying'; attempt: number; delayMs: number; error: FerryError }
-  | { type: 'reply'; id: number; text: string }
+  /** The acknowledgements of one read from the server, in order: one event per batch, not per message. */
+  | { type: 'replies'; replies: { id: number; text: string }[] }
   | { type: 'upload-started'; id: number; size: number }
   | { type: 'progress'; id: number; sent: number; total: number }
   | { type: 'uploaded'; id: number; result: UploadResultInfo; resumedFrom: number }

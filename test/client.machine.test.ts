@@ -71,7 +71,7 @@ describe('client: connecting', () => {
     const acked = h.processed('server.ack');
     conn.ack(1, 'hello ✓');
     expect((await acked).value).toEqual({ online: { connected: 'idle' } });
-    expect(await h.next('reply')).toEqual({ type: 'reply', id: 1, text: 'hello ✓' });
+    expect(await h.next('replies')).toEqual({ type: 'replies', replies: [{ id: 1, text: 'hello ✓' }] });
     expect(h.actor.getSnapshot().context.inflight).toEqual([]);
   });
 
@@ -81,7 +81,7 @@ describe('client: connecting', () => {
     const acked = h.processed('server.ack');
     conn.ack(99, 'who?');
     await acked;
-    expect(h.all('reply')).toEqual([]);
+    expect(h.all('replies')).toEqual([]);
   });
 
   it('holds messages handed over while connecting and sends them after the welcome, in order', async () => {
@@ -99,7 +99,7 @@ describe('client: connecting', () => {
       { id: 3, text: 'm3' },
     ]);
     for (const id of [1, 2, 3]) conn.ack(id, `m${id}`);
-    for (const id of [1, 2, 3]) expect(await h.next('reply')).toMatchObject({ id });
+    for (const id of [1, 2, 3]) expect(await h.nextReply()).toMatchObject({ id });
   });
 
   it('refuses a message over the server limit with E_MESSAGE_TOO_LARGE', async () => {
@@ -327,7 +327,7 @@ describe('client: losing and regaining the server', () => {
     for (const id of [1, 2, 3]) h.actor.send({ type: 'message', id, text: `m${id}` });
     await messages(first, 3);
     first.ack(1, 'm1');
-    await h.next('reply', (e) => e.id === 1);
+    await h.nextReply((e) => e.id === 1);
     const down = h.processed('link.down');
     first.transport.reset();
     expect((await down).value).toBe('retrying');
@@ -340,8 +340,8 @@ describe('client: losing and regaining the server', () => {
       { id: 4, text: 'm4' },
     ]);
     for (const id of [2, 3, 4]) second.ack(id, `m${id}`);
-    for (const id of [2, 3, 4]) await h.next('reply', (e) => e.id === id);
-    expect(h.all('reply').map((e) => e.id)).toEqual([1, 2, 3, 4]);
+    for (const id of [2, 3, 4]) await h.nextReply((e) => e.id === id);
+    expect(h.replies.all.map((e) => e.id)).toEqual([1, 2, 3, 4]);
     expect(h.all('failed')).toEqual([]);
   });
 
@@ -524,7 +524,7 @@ describe('client: fatal errors and closing', () => {
     await conn.expect('bye');
     conn.ack(1, 'last');
     conn.transport.end();
-    expect(await h.next('reply')).toMatchObject({ id: 1 });
+    expect(await h.nextReply()).toMatchObject({ id: 1 });
     expect(await h.next('disconnected')).toEqual({ type: 'disconnected', error: undefined });
     expect(h.all('failed')).toEqual([]);
   });
@@ -681,9 +681,9 @@ describe('client: messages handed over together', () => {
 
     const acked = h.processed('server.ack');
     conn.transport.write(Buffer.concat([1, 2, 3].map((id) => encode.messageAck(id, `m${id}`))));
-    // One event settled all three.
+    // One event settled all three, and one event reported them.
     expect((await acked).context.inflight).toEqual([]);
-    expect(h.all('reply')).toEqual([1, 2, 3].map((id) => ({ type: 'reply', id, text: `m${id}` })));
+    expect(h.all('replies')).toEqual([{ type: 'replies', replies: [1, 2, 3].map((id) => ({ id, text: `m${id}` })) }]);
   });
 
   it('fails only the messages of a batch that are over the server limit', async () => {
@@ -750,8 +750,8 @@ describe('client: messages handed over together', () => {
     await second.handshake();
     expect((await messages(second, 3)).map((m) => m.id)).toEqual([1, 2, 3]);
     second.transport.write(Buffer.concat([1, 2, 3].map((id) => encode.messageAck(id, `m${id}`))));
-    for (const id of [1, 2, 3]) expect(await h.next('reply', (e) => e.id === id)).toMatchObject({ id });
-    expect(h.all('reply')).toHaveLength(3);
+    for (const id of [1, 2, 3]) expect(await h.nextReply((e) => e.id === id)).toMatchObject({ id });
+    expect(h.replies.all).toHaveLength(3);
   });
 });
 

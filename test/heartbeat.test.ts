@@ -103,7 +103,7 @@ describe('client heartbeat', () => {
     const message = await again.expect('message');
     expect(message).toMatchObject({ id: 1, text: 'sent into the void' });
     again.ack(1, 'sent into the void');
-    expect(await h.next('reply')).toEqual({ type: 'reply', id: 1, text: 'sent into the void' });
+    expect(await h.next('replies')).toEqual({ type: 'replies', replies: [{ id: 1, text: 'sent into the void' }] });
   });
 
   it('with heartbeats off a silent server is never dropped', async () => {

@@ -683,7 +683,7 @@ class ClientDriver {
       h.actor.send({ type: 'message', id: 99, text: 'probe' });
       await conn.tokens.skipTo((t) => t.type === 'message' && t.id === 99, 'the probe message');
       conn.ack(99, 'probe');
-      expect(await h.next('reply', (e) => e.id === 99)).toEqual({ type: 'reply', id: 99, text: 'probe' });
+      expect(await h.nextReply((e) => e.id === 99)).toEqual({ id: 99, text: 'probe' });
     }
   }
 }

@@ -157,6 +157,8 @@ export class ClientHarness {
   readonly clock = new SimulatedClock();
   readonly actor: Actor<typeof clientMachine>;
   readonly emitted = new AsyncQueue<ClientEmitted>();
+  /** Every acknowledged message, one item each, from the `replies` events (one per read). */
+  readonly replies = new AsyncQueue<{ id: number; text: string }>();
   readonly steps: { event: { type: string }; value: StateValue }[] = [];
   private waiters: { type: string; d: Deferred<ClientSnapshot> }[] = [];
 
@@ -181,6 +183,9 @@ export class ClientHarness {
       },
     });
     this.actor.on('*', (e) => this.emitted.push(e as ClientEmitted));
+    this.actor.on('replies', (e) => {
+      for (const reply of e.replies) this.replies.push(reply);
+    });
   }
 
   start(): this {
@@ -198,6 +203,11 @@ export class ClientHarness {
   /** The next emitted event of `type` (matching `pred`). */
   next<K extends ClientEmitted['type']>(type: K, pred: (e: Extract<ClientEmitted, { type: K }>) => boolean = () => true): Promise<Extract<ClientEmitted, { type: K }>> {
     return this.emitted.next((e) => e.type === type && pred(e as Extract<ClientEmitted, { type: K }>), `a ${type} event`) as Promise<Extract<ClientEmitted, { type: K }>>;
+  }
+
+  /** The next acknowledged message (matching `pred`), whichever `replies` event carried it. */
+  nextReply(pred: (reply: { id: number; text: string }) => boolean = () => true): Promise<{ id: number; text: string }> {
+    return this.replies.next(pred, 'an acknowledged message');
   }
 
   /** Every event of `type` emitted so far. */
