@@ -17,7 +17,8 @@ import {
   type UploadResultInfo,
   type WelcomeInfo,
 } from '../transport/frames.js';
-import { ClientDecoder, ServerDecoder, encode, frameHeader, nativeReplies, preamble } from '../transport/native-codec.js';
+import { ClientDecoder, ServerDecoder, encode, frameHeader, nativeConnectionReplies, nativeReplies, preamble } from '../transport/native-codec.js';
+import type { SessionReply } from '../transport/replies.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -751,6 +752,30 @@ describe('property: valid frame sequences round-trip through any split', () => {
         expect(d.idle).toBe(true);
       }),
       { numRuns: 400 },
+    );
+  });
+});
+
+describe('property: a batch of replies is the same bytes as its replies one by one', () => {
+  const replyArb: fc.Arbitrary<SessionReply> = fc.oneof(
+    { weight: 4, arbitrary: fc.record({ id: fc.nat(), text: fc.string({ unit: 'grapheme', maxLength: 20 }) }).map(({ id, text }) => ({ type: 'message-ack' as const, id, text, raw: Buffer.from(text, 'utf8') })) },
+    { weight: 1, arbitrary: fc.record({ id: fc.nat(), offset: fc.nat() }).map(({ id, offset }) => ({ type: 'upload-accept' as const, id, offset })) },
+    { weight: 1, arbitrary: fc.constant({ type: 'ping' as const }) },
+  );
+
+  it('nativeReplies.encodeAll, and a connection\u2019s, whose first reply carries the preamble', () => {
+    fc.assert(
+      fc.property(fc.array(replyArb, { maxLength: 30 }), (replies) => {
+        const oneByOne = replies.map((r) => nativeReplies.encode(r)!);
+        expect(nativeReplies.encodeAll!(replies) ?? Buffer.alloc(0)).toEqual(Buffer.concat(oneByOne));
+        // A message's acknowledgement is its id and its text encoded again: the bytes it arrived as.
+        replies.forEach((r, i) => r.type === 'message-ack' && expect(oneByOne[i]).toEqual(encode.messageAck(r.id, r.text)));
+        const welcome: SessionReply = { type: 'welcome', info: { version: 1, agent: 'a', session: 's', maxMessage: 10, maxFrame: 10 } };
+        const [single, batched] = [nativeConnectionReplies(), nativeConnectionReplies()];
+        const expected = Buffer.concat([single.encode(welcome)!, ...replies.map((r) => single.encode(r)!)]);
+        expect(Buffer.concat([batched.encodeAll!([welcome])!, batched.encodeAll!(replies) ?? Buffer.alloc(0)])).toEqual(expected);
+      }),
+      { numRuns: 300 },
     );
   });
 });

@@ -15,7 +15,7 @@ import {
   type UploadResultInfo,
   type WelcomeInfo,
 } from './frames.js';
-import type { ReplyEncoder, SessionReply } from './replies.js';
+import { encodeEach, type ReplyEncoder, type SessionReply } from './replies.js';
 
 export function preamble(): Buffer {
   const buf = Buffer.alloc(PREAMBLE_LENGTH);
@@ -75,14 +75,45 @@ export const encode = {
   openResult: (id: number, result: OpenResultInfo) => jsonFrame(FrameType.OPEN_RESULT, { id, ...result }),
 };
 
+type AckReply = Extract<SessionReply, { type: 'message-ack' }>;
+
+/** Writes a MESSAGE_ACK at `at`: the id, then the bytes the message's text arrived as (its exact UTF-8). */
+function putAck(buf: Buffer, at: number, { id, raw }: AckReply): number {
+  buf[at] = FrameType.MESSAGE_ACK;
+  buf.writeUInt32BE(4 + raw.length, at + 1);
+  buf.writeUInt32BE(id, at + FRAME_HEADER_LENGTH);
+  raw.copy(buf, at + FRAME_HEADER_LENGTH + 4);
+  return at + FRAME_HEADER_LENGTH + 4 + raw.length;
+}
+
+const ackLength = (reply: AckReply) => FRAME_HEADER_LENGTH + 4 + reply.raw.length;
+
+/** A batch made only of acknowledgements, built straight into one buffer; undefined for any other batch. */
+function acksInOne(replies: readonly SessionReply[]): Buffer | undefined {
+  let size = 0;
+  for (const reply of replies) {
+    if (reply.type !== 'message-ack') return undefined;
+    size += ackLength(reply);
+  }
+  if (size === 0) return undefined;
+  const buf = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const reply of replies) at = putAck(buf, at, reply as AckReply);
+  return buf;
+}
+
 /** Turns session replies into native frames. The welcome carries the server's preamble first. */
 export const nativeReplies: ReplyEncoder = {
+  encodeAll: (replies) => acksInOne(replies) ?? encodeEach(nativeReplies, replies),
   encode(reply: SessionReply): Buffer | undefined {
     switch (reply.type) {
       case 'welcome':
         return Buffer.concat([preamble(), encode.welcome(reply.info)]);
-      case 'message-ack':
-        return encode.messageAck(reply.id, reply.text);
+      case 'message-ack': {
+        const buf = Buffer.allocUnsafe(ackLength(reply));
+        putAck(buf, 0, reply);
+        return buf;
+      }
       case 'upload-accept':
         return encode.uploadAccept(reply.id, reply.offset);
       case 'upload-done':
@@ -109,7 +140,8 @@ export const nativeReplies: ReplyEncoder = {
  */
 export function nativeConnectionReplies(): ReplyEncoder {
   let opened = false;
-  return {
+  const replies: ReplyEncoder = {
+    encodeAll: (batch) => (opened ? acksInOne(batch) : undefined) ?? encodeEach(replies, batch),
     encode(reply: SessionReply): Buffer | undefined {
       if (opened) return reply.type === 'welcome' ? encode.welcome(reply.info) : nativeReplies.encode(reply);
       const bytes = nativeReplies.encode(reply);
@@ -118,4 +150,5 @@ export function nativeConnectionReplies(): ReplyEncoder {
       return reply.type === 'welcome' ? bytes : Buffer.concat([preamble(), bytes]);
     },
   };
+  return replies;
 }

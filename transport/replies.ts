@@ -20,4 +20,16 @@ export type SessionReply =
 export interface ReplyEncoder {
   /** Bytes to write for this reply, or undefined when the format has nothing to say. */
   encode(reply: SessionReply): Buffer | undefined;
+  /** Several replies as one buffer, the same bytes as `encode` of each in turn; left out, {@link encodeEach} does it. */
+  encodeAll?(replies: readonly SessionReply[]): Buffer | undefined;
+}
+
+/** `encode` of each reply, in one buffer; undefined when there is nothing to say. */
+export function encodeEach(encoder: ReplyEncoder, replies: readonly SessionReply[]): Buffer | undefined {
+  const encoded: Buffer[] = [];
+  for (const reply of replies) {
+    const bytes = encoder.encode(reply);
+    if (bytes !== undefined) encoded.push(bytes);
+  }
+  return encoded.length <= 1 ? encoded[0] : Buffer.concat(encoded);
 }

@@ -4,7 +4,7 @@ import type { ServerToken, Limits } from '../../transport/frames.js';
 import { detectFormat, type WireFormat } from '../../transport/detect.js';
 import { ServerDecoder, nativeConnectionReplies } from '../../transport/native-codec.js';
 import { LegacyServerDecoder, legacyReplies } from '../../transport/legacy-codec.js';
-import type { ReplyEncoder, SessionReply } from '../../transport/replies.js';
+import { encodeEach, type ReplyEncoder, type SessionReply } from '../../transport/replies.js';
 import type { Transport } from '../../transport/transport.js';
 import { corkUntilLater } from '../../transport/corked-writer.js';
 import { startHeartbeat, type Heartbeat } from '../../transport/heartbeat.js';
@@ -295,12 +295,8 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
   /** Several replies (the acknowledgements of a batch) as one buffer: one write instead of one each. */
   const writeAll = (replies: SessionReply[]) => {
     if (transport.destroyed || !codec) return;
-    const encoded: Buffer[] = [];
-    for (const reply of replies) {
-      const bytes = codec.replies.encode(reply);
-      if (bytes !== undefined) encoded.push(bytes);
-    }
-    if (encoded.length > 0) send(encoded.length === 1 ? encoded[0]! : Buffer.concat(encoded));
+    const bytes = codec.replies.encodeAll ? codec.replies.encodeAll(replies) : encodeEach(codec.replies, replies);
+    if (bytes !== undefined) send(bytes);
   };
   const send = (bytes: Buffer) => {
     holdWrites();
