@@ -148,7 +148,7 @@ export function sessionImplementations(services: SessionServices) {
         const clientId = context.clientId;
         const fresh = clientId === undefined ? event.messages : splitResends(event.messages, (id) => services.journal.seen(clientId, id)).fresh;
         enqueue.sendTo('connection', { type: 'replies', replies: event.messages.map((m) => ({ type: 'message-ack' as const, id: m.id, text: m.text, raw: m.raw })) });
-        for (const m of fresh) enqueue.emit({ type: 'message', id: m.id, text: m.text });
+        if (fresh.length > 0) enqueue.emit({ type: 'messages', messages: fresh.map((m) => ({ id: m.id, text: m.text })) });
       }),
       logHello: ({ context }: Args, params: { agent: string; format: SessionContext['format'] }) => {
         logOf(context).info({ event: 'hello', format: params.format, agent: params.agent }, 'client said hello');

@@ -127,7 +127,7 @@ export const sessionMachine = setup({
       type: 'reply' as const,
       reply: { type: 'message-ack' as const, ...params },
     })),
-    emitMessage: emit((_, params: { id: number; text: string }) => ({ type: 'message' as const, ...params })),
+    emitMessage: emit((_, params: { id: number; text: string }) => ({ type: 'messages' as const, messages: [params] })),
     replyPong: sendTo('connection', (_, params: { payload: Buffer }) => ({ type: 'reply' as const, reply: { type: 'pong' as const, payload: params.payload } })),
     assignUpload: assign({ upload: (_, params: { offer: UploadOffer }) => ({ offer: params.offer }) }),
     clearUpload: assign({ upload: undefined }),

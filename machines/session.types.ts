@@ -63,4 +63,5 @@ export interface SessionContext {
 
 export type SessionEvent = SessionConnectionEvent | FileReceiverEvent | { type: 'shutdown' };
 
-export type SessionEmitted = { type: 'message'; id: number; text: string } | { type: 'file-saved'; saved: SavedFile };
+/** `messages`: the new messages one step handled (a read's worth, or a single one), in order. */
+export type SessionEmitted = { type: 'messages'; messages: { id: number; text: string }[] } | { type: 'file-saved'; saved: SavedFile };

@@ -93,7 +93,9 @@ describe('message journal', () => {
     await withJournalledSession(async (h, file) => {
       // What the file holds at the moment each message is emitted (handled).
       const onDiskWhenEmitted = new Map<number, boolean>();
-      h.actor.on('message', (e) => onDiskWhenEmitted.set(e.id, highOnDisk(file, 'journal-client') >= e.id));
+      h.actor.on('messages', (e) => {
+        for (const m of e.messages) onDiskWhenEmitted.set(m.id, highOnDisk(file, 'journal-client') >= m.id);
+      });
       // One on its own (header and body apart), then three in one read.
       const frame = encode.message(1, 'alone');
       h.client.write(frame.subarray(0, 7));

@@ -150,7 +150,7 @@ describe('regression: pipelined requests to a session that pauses between them',
       replies.push(token.type === 'open-result' || token.type === 'message-ack' ? `${token.type} ${token.id}` : token.type);
     }
     expect(replies).toEqual(['open-result 1', 'message-ack 2', 'open-result 3', 'message-ack 4', 'message-ack 5', 'open-result 6']);
-    expect(h.emitted.map((e) => (e.type === 'message' ? e.id : -1))).toEqual([2, 4, 5]);
+    expect(h.emitted.flatMap((e) => (e.type === 'messages' ? e.messages.map((m) => m.id) : [-1]))).toEqual([2, 4, 5]);
   });
 });
 

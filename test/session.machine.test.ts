@@ -208,7 +208,7 @@ describe('session: messages', () => {
     expect((await message).value).toBe('awaitingHeader');
     const ack = await h.client.expect('message-ack');
     expect(ack).toEqual({ type: 'message-ack', id: 42, text: 'grüße, world' });
-    expect(h.emitted).toEqual([{ type: 'message', id: 42, text: 'grüße, world' }]);
+    expect(h.emitted).toEqual([{ type: 'messages', messages: [{ id: 42, text: 'grüße, world' }] }]);
     expect(h.logged('message')).toEqual([expect.objectContaining({ id: 42, text: 'grüße, world' })]);
     expect(h.trace()).toEqual(['handshaking', 'awaitingHeader', 'receivingBody', 'awaitingHeader']);
   });
@@ -220,11 +220,11 @@ describe('session: messages', () => {
     expect(await h.client.expect('message-ack')).toMatchObject({ id: 1, text: 'one' });
     expect(await h.client.expect('message-ack')).toMatchObject({ id: 2, text: '' });
     expect(await h.client.expect('message-ack')).toMatchObject({ id: 3, text: 'three ✓' });
-    expect(h.emitted.map((e) => e.type === 'message' && e.id)).toEqual([1, 2, 3]);
+    expect(h.emitted.flatMap((e) => (e.type === 'messages' ? e.messages.map((m) => m.id) : []))).toEqual([1, 2, 3]);
     expect(h.value()).toBe('awaitingHeader');
   });
 
-  it('handles whole messages that arrive in one read as one step, acknowledging, logging and emitting each in order', async () => {
+  it('handles whole messages that arrive in one read as one step: acknowledged and logged each in order, emitted as one event', async () => {
     const h = start();
     await h.handshake();
     const texts = ['one', '', 'three ✓', 'four'];
@@ -232,7 +232,8 @@ describe('session: messages', () => {
     h.client.write(Buffer.concat(texts.map((t, i) => frames.message(i + 1, t))));
     expect((await batch).value).toBe('awaitingHeader');
     for (const [i, text] of texts.entries()) expect(await h.client.expect('message-ack')).toEqual({ type: 'message-ack', id: i + 1, text });
-    expect(h.emitted).toEqual(texts.map((text, i) => ({ type: 'message', id: i + 1, text })));
+    // One event tells of the four.
+    expect(h.emitted).toEqual([{ type: 'messages', messages: texts.map((text, i) => ({ id: i + 1, text })) }]);
     expect(h.logged('message').map((l) => [l.id, l.text])).toEqual(texts.map((t, i) => [i + 1, t]));
     // One event for the four, and no detour through receivingBody.
     expect(h.steps.filter((s) => s.event.type.startsWith('message')).map((s) => s.event.type)).toEqual(['messages']);
@@ -265,7 +266,7 @@ describe('session: messages', () => {
     h.client.write(Buffer.concat([frames.message(2, 'b'), frames.message(3, 'c'), frames.message(3, 'c')]));
     const acks = [await h.client.expect('message-ack'), await h.client.expect('message-ack'), await h.client.expect('message-ack')];
     expect(acks.map((a) => a.id)).toEqual([2, 3, 3]);
-    expect(h.emitted.map((e) => e.type === 'message' && e.id)).toEqual([1, 2, 3]);
+    expect(h.emitted.flatMap((e) => (e.type === 'messages' ? e.messages.map((m) => m.id) : []))).toEqual([1, 2, 3]);
     expect(h.logged('message').map((l) => l.id)).toEqual([1, 2, 3]);
     expect(h.logged('duplicate-message').map((l) => l.id)).toEqual([2, 3]);
   });
