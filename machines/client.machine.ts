@@ -122,15 +122,10 @@ export const clientMachine = setup({
     settleMessages: enqueueActions(({ context, enqueue }, { acks }: { acks: { id: number; text: string }[] }) => {
       const waiting = new Set<number>();
       for (const job of context.inflight) if (job.kind === 'message') waiting.add(job.id);
-      const settled = new Set<number>();
-      const replies: { id: number; text: string }[] = [];
-      for (const ack of acks) {
-        if (!waiting.has(ack.id) || settled.has(ack.id)) continue;
-        settled.add(ack.id);
-        replies.push({ id: ack.id, text: ack.text });
-      }
+      // An ack settles a message once; one for a message not in flight (or settled already) is ignored.
+      const replies = acks.filter((ack) => waiting.delete(ack.id));
       if (replies.length === 0) return;
-      enqueue.assign({ inflight: context.inflight.filter((m) => !settled.has(m.id)) });
+      enqueue.assign({ inflight: context.inflight.filter((m) => m.kind !== 'message' || waiting.has(m.id)) });
       enqueue.emit({ type: 'replies', replies });
     }),
     failMessage: enqueueActions(({ context, enqueue }, { error }: { error: ErrorInfo }) => {

@@ -17,7 +17,7 @@ import {
   type UploadResultInfo,
   type WelcomeInfo,
 } from '../transport/frames.js';
-import { ClientDecoder, ServerDecoder, encode, frameHeader, nativeConnectionReplies, nativeReplies, preamble } from '../transport/native-codec.js';
+import { ClientDecoder, ServerDecoder, encode, encodeMessages, frameHeader, nativeConnectionReplies, nativeReplies, preamble } from '../transport/native-codec.js';
 import type { SessionReply } from '../transport/replies.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -762,6 +762,15 @@ describe('property: a batch of replies is the same bytes as its replies one by o
     { weight: 1, arbitrary: fc.record({ id: fc.nat(), offset: fc.nat() }).map(({ id, offset }) => ({ type: 'upload-accept' as const, id, offset })) },
     { weight: 1, arbitrary: fc.constant({ type: 'ping' as const }) },
   );
+
+  it('encodeMessages: the MESSAGE frames of a batch, one after another, in one buffer', () => {
+    fc.assert(
+      fc.property(fc.array(fc.record({ id: fc.nat(), text: fc.string({ unit: 'binary', maxLength: 20 }) }), { minLength: 1, maxLength: 30 }), (messages) => {
+        expect(encodeMessages(messages)).toEqual(Buffer.concat(messages.map((m) => encode.message(m.id, m.text))));
+      }),
+      { numRuns: 300 },
+    );
+  });
 
   it('nativeReplies.encodeAll, and a connection\u2019s, whose first reply carries the preamble', () => {
     fc.assert(

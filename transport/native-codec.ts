@@ -17,6 +17,8 @@ import {
 } from './frames.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+/** The payload of every empty frame (it has no bytes to share). */
+const EMPTY = Buffer.alloc(0);
 
 type Phase = 'preamble' | 'header' | 'body' | 'data';
 
@@ -94,10 +96,16 @@ abstract class FrameDecoder<T> {
         }
         case 'body': {
           const take = Math.min(this.remaining, chunk.length - offset);
-          this.parts.push(chunk.subarray(offset, offset + take));
+          const piece = chunk.subarray(offset, offset + take);
           offset += take;
           this.remaining -= take;
-          if (this.remaining === 0) this.endFrame(out);
+          if (this.remaining > 0) this.parts.push(piece);
+          // A body that came whole in this chunk is used as it is, without gathering it first.
+          else if (this.parts.length === 0) this.endFrame(out, piece);
+          else {
+            this.parts.push(piece);
+            this.endFrame(out, Buffer.concat(this.parts));
+          }
           break;
         }
       }
@@ -142,14 +150,12 @@ abstract class FrameDecoder<T> {
     }
     const early = this.frameStarted(type, length);
     if (early !== undefined) out.push(early);
-    this.parts = [];
-    if (length === 0) this.endFrame(out);
+    if (length === 0) this.endFrame(out, EMPTY);
     else this.phase = 'body';
   }
 
-  private endFrame(out: T[]): void {
-    const payload = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
-    this.parts = [];
+  private endFrame(out: T[], payload: Buffer): void {
+    this.parts.length = 0;
     this.phase = 'header';
     out.push(this.frame(this.frameType, payload));
   }
@@ -213,9 +219,10 @@ function decodeText(bytes: Buffer): string {
   }
 }
 
-function idAndRest(payload: Buffer, what: string): { id: number; rest: Buffer } {
+/** The id that starts a message's payload (the text follows it). */
+function idOf(payload: Buffer, what: string): number {
   if (payload.length < 4) throw badFrame(what);
-  return { id: payload.readUInt32BE(0), rest: payload.subarray(4) };
+  return payload.readUInt32BE(0);
 }
 
 /** Decodes what a client sends to a server. */
@@ -267,8 +274,9 @@ export class ServerDecoder extends FrameDecoder<ServerToken> {
         return { type: 'hello', info };
       }
       case FrameType.MESSAGE: {
-        const { id, rest } = idAndRest(payload, 'message');
-        return { type: 'message', id, text: decodeText(rest), raw: rest };
+        const id = idOf(payload, 'message');
+        const raw = payload.subarray(4);
+        return { type: 'message', id, text: decodeText(raw), raw };
       }
       case FrameType.UPLOAD_OFFER: {
         const json = parseJson(payload, 'upload offer');
@@ -361,8 +369,8 @@ export class ClientDecoder extends FrameDecoder<ClientToken> {
         return { type: 'welcome', info: { version, agent, session, maxMessage, maxFrame } };
       }
       case FrameType.MESSAGE_ACK: {
-        const { id, rest } = idAndRest(payload, 'message acknowledgement');
-        return { type: 'message-ack', id, text: decodeText(rest) };
+        const id = idOf(payload, 'message acknowledgement');
+        return { type: 'message-ack', id, text: decodeText(payload.subarray(4)) };
       }
       case FrameType.UPLOAD_ACCEPT: {
         const json = parseJson(payload, 'upload accept');
@@ -410,4 +418,4 @@ export class ClientDecoder extends FrameDecoder<ClientToken> {
 }
 
 // The encoders live in native-encode.ts; everything native is importable from here.
-export { encode, frameHeader, nativeConnectionReplies, nativeReplies, preamble } from './native-encode.js';
+export { encode, encodeMessages, frameHeader, nativeConnectionReplies, nativeReplies, preamble } from './native-encode.js';

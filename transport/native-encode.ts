@@ -43,13 +43,34 @@ function jsonFrame(type: number, value: object): Buffer {
   return frame(type, Buffer.from(JSON.stringify(value), 'utf8'));
 }
 
+/** The bytes of a MESSAGE or MESSAGE_ACK frame before its text. */
+const ID_FRAME_HEAD = FRAME_HEADER_LENGTH + 4;
+
+/** Writes the head of a MESSAGE or MESSAGE_ACK frame whose text takes `length` bytes; returns where the text goes. */
+function putIdHead(buf: Buffer, at: number, type: number, id: number, length: number): number {
+  buf[at] = type;
+  buf.writeUInt32BE(4 + length, at + 1);
+  buf.writeUInt32BE(id, at + FRAME_HEADER_LENGTH);
+  return at + ID_FRAME_HEAD;
+}
+
 function idFrame(type: number, id: number, text: string): Buffer {
   const length = Buffer.byteLength(text, 'utf8');
-  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 4 + length);
-  buf[0] = type;
-  buf.writeUInt32BE(4 + length, 1);
-  buf.writeUInt32BE(id, FRAME_HEADER_LENGTH);
-  buf.write(text, FRAME_HEADER_LENGTH + 4, 'utf8');
+  const buf = Buffer.allocUnsafe(ID_FRAME_HEAD + length);
+  buf.write(text, putIdHead(buf, 0, type, id, length), 'utf8');
+  return buf;
+}
+
+/** MESSAGE frames for several messages, built straight into one buffer (one write for the lot). */
+export function encodeMessages(messages: readonly { id: number; text: string }[]): Buffer {
+  if (messages.length === 1) return encode.message(messages[0]!.id, messages[0]!.text);
+  const lengths = messages.map((m) => Buffer.byteLength(m.text, 'utf8'));
+  const buf = Buffer.allocUnsafe(lengths.reduce((size, length) => size + ID_FRAME_HEAD + length, 0));
+  let at = 0;
+  messages.forEach((m, i) => {
+    const text = putIdHead(buf, at, FrameType.MESSAGE, m.id, lengths[i]!);
+    at = text + buf.write(m.text, text, lengths[i]!, 'utf8');
+  });
   return buf;
 }
 
@@ -79,14 +100,11 @@ type AckReply = Extract<SessionReply, { type: 'message-ack' }>;
 
 /** Writes a MESSAGE_ACK at `at`: the id, then the bytes the message's text arrived as (its exact UTF-8). */
 function putAck(buf: Buffer, at: number, { id, raw }: AckReply): number {
-  buf[at] = FrameType.MESSAGE_ACK;
-  buf.writeUInt32BE(4 + raw.length, at + 1);
-  buf.writeUInt32BE(id, at + FRAME_HEADER_LENGTH);
-  raw.copy(buf, at + FRAME_HEADER_LENGTH + 4);
-  return at + FRAME_HEADER_LENGTH + 4 + raw.length;
+  const text = putIdHead(buf, at, FrameType.MESSAGE_ACK, id, raw.length);
+  return text + raw.copy(buf, text);
 }
 
-const ackLength = (reply: AckReply) => FRAME_HEADER_LENGTH + 4 + reply.raw.length;
+const ackLength = (reply: AckReply) => ID_FRAME_HEAD + reply.raw.length;
 
 /** A batch made only of acknowledgements, built straight into one buffer; undefined for any other batch. */
 function acksInOne(replies: readonly SessionReply[]): Buffer | undefined {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fromCallback } from 'xstate';
 import { FerryError, ProtocolError } from '../../transport/errors.js';
 import type { ClientToken, ErrorInfo, HelloInfo, Limits, OpenResultInfo, UploadResultInfo, WelcomeInfo } from '../../transport/frames.js';
-import { ClientDecoder, encode, preamble } from '../../transport/native-codec.js';
+import { ClientDecoder, encode, encodeMessages, preamble } from '../../transport/native-codec.js';
 import type { Dialer, Transport } from '../../transport/transport.js';
 import { PRELOAD_MAX_BYTES, readFailure, readHead, streamFile } from './file-source.js';
 import { authMac } from '../../transport/auth.js';
@@ -339,7 +339,7 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
         if (!transport) break;
         holdWrites?.();
         // A batch leaves as one buffer: one write for the socket, not one per message.
-        transport.write(command.messages.length === 1 ? encode.message(command.messages[0]!.id, command.messages[0]!.text) : Buffer.concat(command.messages.map((m) => encode.message(m.id, m.text))));
+        transport.write(encodeMessages(command.messages));
         break;
       case 'offer-upload':
         void offer(command.id, command.path, command.name, command.open === true, command.fresh === true);
