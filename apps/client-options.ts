@@ -1,5 +1,7 @@
 import { Option, type Command } from 'commander';
-import { createClient, DEFAULT_HOST, DEFAULT_PORT, type FerryClient, type FerryError } from '../index.js';
+import { createClient, type FerryClient } from '../client.js';
+import type { FerryError } from '../transport/errors.js';
+import { DEFAULT_HOST, DEFAULT_PORT } from '../transport/frames.js';
 import { parseDuration, parseDurationOrZero, parsePort } from './units.js';
 import { defaultStateDir } from '../media/resume-book.js';
 import fs from 'node:fs';

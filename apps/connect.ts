@@ -3,7 +3,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { parse as parseWords } from 'shell-quote';
 import { Option, type Command } from 'commander';
-import type { UploadOptions } from '../index.js';
+import type { UploadOptions } from '../client.js';
 import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
 import { explainLocalFailure, folderSupport, planUploads } from './files.js';
 import { errorJson, Output, type Lines } from './output.js';

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { FerryError } from '../index.js';
+import { FerryError } from '../transport/errors.js';
 
 /** A file to upload: `name` is what the server is asked to store it as (with `/` between folders). */
 export interface Sendable {

@@ -1,13 +1,9 @@
 import { pino, type Logger } from 'pino';
 import { createRequire } from 'node:module';
 import type PinoPretty from 'pino-pretty';
+import type { LogFormat } from './settings.js';
 
 const require = createRequire(import.meta.url);
-
-/** `auto`: pretty on a terminal, JSON lines otherwise. */
-export type LogFormat = 'auto' | 'pretty' | 'json';
-
-export const LOG_FORMATS: readonly LogFormat[] = ['auto', 'pretty', 'json'];
 
 /** Fields shown in the pretty line's own words (or not at all), so they are not repeated after it. */
 const SHOWN = ['pid', 'hostname', 'event', 'session', 'peer', 'name'];

@@ -1,5 +1,6 @@
-import { FerryError } from '../index.js';
-import type { OpenResultInfo, UploadResult } from '../index.js';
+import type { UploadResult } from '../client.js';
+import { FerryError } from '../transport/errors.js';
+import type { OpenResultInfo } from '../transport/frames.js';
 import { formatBytes, humanSizes } from './units.js';
 
 /** One sentence for a person, whatever was thrown. */

@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
-import { FerryError, type UploadOptions, type UploadResult } from '../index.js';
+import type { UploadOptions, UploadResult } from '../client.js';
+import { FerryError } from '../transport/errors.js';
 import { RESUME_MIN_BYTES } from '../machines/actors/client-link.js';
 import { addClientOptions, openClient, type CommonClientOptions } from './client-options.js';
 import { explainLocalFailure, folderSupport, planUploads, type Planned, type Sendable } from './files.js';

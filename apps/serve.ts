@@ -1,9 +1,8 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { createServer, DEFAULT_HOST, DEFAULT_PORT } from '../index.js';
-import { createLogger, LOG_FORMATS, type LogFormat } from './logger.js';
+import { DEFAULT_HOST, DEFAULT_PORT } from '../transport/frames.js';
 import fs from 'node:fs';
-import { applyConfigFile, applySwitchesFromEnv, UsageError } from './settings.js';
+import { applyConfigFile, applySwitchesFromEnv, LOG_FORMATS, UsageError, type LogFormat } from './settings.js';
 import { formatBytes, parseCount, parseDuration, parseDurationOrZero, parsePort, parseSize } from './units.js';
 
 interface ServeOptions {
@@ -106,6 +105,8 @@ xdg-open (Linux), open (macOS), Paint and Windows Media Player (Windows). Exampl
 }
 
 async function serve(options: ServeOptions): Promise<void> {
+  // Loaded here, not at the top: the CLI's other commands never need the server or its logger.
+  const [{ createServer }, { createLogger }] = await Promise.all([import('../server.js'), import('./logger.js')]);
   const log = createLogger(options.logLevel, process.stdout, options.json ? 'json' : options.logFormat);
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
     throw new UsageError('TLS needs both --tls-cert and --tls-key.');

@@ -1,4 +1,9 @@
 import fs from 'node:fs';
+
+/** How the server writes its log. `auto`: pretty on a terminal, JSON lines otherwise. */
+export type LogFormat = 'auto' | 'pretty' | 'json';
+
+export const LOG_FORMATS: readonly LogFormat[] = ['auto', 'pretty', 'json'];
 import type { Command } from 'commander';
 
 /**

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { and, createMachine, not, setup, type AnyStateMachine, type AnyStateNode } from 'xstate';
-import { registerDiagram } from '../apps/diagram.js';
+import { MACHINE_NAMES, registerDiagram } from '../apps/diagram.js';
 import { machines, toDot, toDotCombined, toMermaid, toStateTable } from '../machines/diagram.js';
 
 const OUT_OF_DATE = 'docs/machines.md is out of date: run `npm run build && npm run diagrams`';
@@ -370,6 +370,10 @@ describe('docs/machines.md', () => {
 });
 
 describe('ferry diagram', () => {
+  it('names every machine there is to draw, in the order they are drawn', () => {
+    expect(MACHINE_NAMES).toEqual(Object.keys(machines));
+  });
+
   let stdout: string;
   let stderr: string;
   let dir: string;

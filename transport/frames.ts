@@ -6,6 +6,10 @@
 /** First bytes of a native connection: 0xF0 can never begin the original format (a digit, `file` or `exit`). */
 export const PREAMBLE_MAGIC = Buffer.from([0xf0, 0x46, 0x45, 0x52, 0x52, 0x59]); // 0xF0 "FERRY"
 export const PROTOCOL_VERSION = 1;
+/** The version this package announces in its handshake. */
+export const AGENT = 'ferry/0.1.0';
+export const DEFAULT_PORT = 9098;
+export const DEFAULT_HOST = '127.0.0.1';
 /** Magic (6) + version (1) + reserved flags (1). */
 export const PREAMBLE_LENGTH = 8;
 /** Type (1) + payload length (4, big-endian). */
