@@ -186,10 +186,10 @@ export const clientMachine = setup({
       uploads: [],
     }),
     /** Counts the failure and picks the next delay; the first failure in a row starts the retry budget. */
-    recordFailure: enqueueActions(({ context, enqueue }, { error }: { error: FerryError }) => {
+    recordFailure: enqueueActions(({ context, enqueue }, { error, jitter }: { error: FerryError; jitter: number }) => {
       const { retry } = context.settings;
       if (context.attempt === 0 && retry.forMs !== undefined) enqueue.raise({ type: 'retry.expired' }, { id: RETRY_BUDGET, delay: retry.forMs });
-      enqueue.assign({ attempt: context.attempt + 1, retryDelayMs: backoffDelay(retry, context.attempt), lastError: error });
+      enqueue.assign({ attempt: context.attempt + 1, retryDelayMs: backoffDelay(retry, context.attempt, () => jitter), lastError: error });
     }),
     markRetryExpired: assign({ retryExpired: true }),
     emitRetrying: emit(({ context }, { error }: { error: FerryError }) => ({ type: 'retrying' as const, attempt: context.attempt, delayMs: context.retryDelayMs, error })),
@@ -271,7 +271,7 @@ export const clientMachine = setup({
             target: 'retrying',
             actions: [
               'requeue',
-              { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) },
+              { type: 'recordFailure', params: ({ event }) => ({ error: event.error, jitter: event.jitter }) },
               { type: 'emitRetrying', params: ({ event }) => ({ error: event.error }) },
             ],
           },

@@ -112,7 +112,7 @@ export const FATAL: ReadonlySet<string> = new Set([
 export const RETRY_BUDGET = 'retryBudget';
 
 /** Exponential backoff with jitter: the n-th delay lies between half and all of min(max, initial·2ⁿ). */
-export function backoffDelay(retry: RetryPolicy, attempt: number, random: () => number = Math.random): number {
+export function backoffDelay(retry: RetryPolicy, attempt: number, random: () => number): number {
   const ceiling = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(attempt, 30));
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }

@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createActor, type StateValue } from 'xstate';
+import { createActor, fromCallback, type StateValue } from 'xstate';
 import { backoffDelay, clientMachine, type RetryPolicy } from '../machines/client.machine.js';
 import { encode } from '../transport/native-codec.js';
+import { FerryError } from '../transport/errors.js';
 import { DEFAULT_LIMITS, PREAMBLE_LENGTH } from '../transport/frames.js';
 import { content, removeTempDirs, sha256, tempDir, within } from './helpers/async.js';
 import { ClientHarness, FakeServer, refused, type ClientHarnessOptions, type ServerConn } from './helpers/client-harness.js';
@@ -826,8 +827,31 @@ describe('backoffDelay', () => {
     expect(delays.at(-1)).toBe(750);
   });
 
-  it('uses Math.random by default', () => {
-    vi.spyOn(Math, 'random').mockReturnValue(0);
-    expect(backoffDelay(retry, 2)).toBe(200);
+  it('the machine takes its chance from the link.down event: the same events give the same delays', async () => {
+    const delaysFor = (jitters: number[]) => {
+      const actor = createActor(
+        clientMachine.provide({
+          actors: {
+            link: fromCallback(({ sendBack }) => {
+              const jitter = jitters.shift();
+              if (jitter !== undefined) queueMicrotask(() => sendBack({ type: 'link.down', error: new FerryError('E_CONNECTION_LOST', 'gone'), jitter }));
+            }),
+          },
+        }),
+        { input: { link: { hello: { version: 1, agent: 'a' }, limits: DEFAULT_LIMITS, handshakeMs: 1_000, heartbeatMs: 0 }, retry, maxQueued: 10, pipelineUploads: true } },
+      );
+      const delays: number[] = [];
+      actor.on('retrying', (e) => void delays.push(e.delayMs));
+      return { actor, delays };
+    };
+    vi.useFakeTimers();
+    const runs = [delaysFor([0, 1, 0.5]), delaysFor([0, 1, 0.5])];
+    for (const { actor } of runs) actor.start();
+    for (let i = 0; i < 3; i++) await vi.advanceTimersByTimeAsync(1_000);
+    for (const { actor, delays } of runs) {
+      // Attempt n's ceiling is 100 · 2ⁿ: 0 picks half of it, 1 all of it, 0.5 three quarters.
+      expect(delays).toEqual([50, 200, 300]);
+      actor.stop();
+    }
   });
 });

@@ -478,8 +478,8 @@ const fileOf = (id: number) => FILES.get(id)!;
 
 const C = {
   linkUp: { type: 'link.up', welcome: { version: 1, agent: 'model', session: 's', maxMessage: DEFAULT_LIMITS.maxMessage, maxFrame: DEFAULT_LIMITS.maxFrame } },
-  linkDown: { type: 'link.down', error: new FerryError('E_CONNECTION_LOST') },
-  linkFatal: { type: 'link.down', error: new FerryError('E_BAD_PREAMBLE') },
+  linkDown: { type: 'link.down', error: new FerryError('E_CONNECTION_LOST'), jitter: 0.5 },
+  linkFatal: { type: 'link.down', error: new FerryError('E_BAD_PREAMBLE'), jitter: 0.5 },
   message: { type: 'message', id: MESSAGE_ID, text: 'm1' },
   upload: { type: 'upload', id: UPLOAD_ID, path: fileOf(UPLOAD_ID).file },
   nextUpload: { type: 'upload', id: NEXT_UPLOAD_ID, path: fileOf(NEXT_UPLOAD_ID).file },

@@ -41,7 +41,11 @@ export interface ClientLinkResources {
 
 export type ClientLinkEvent =
   | { type: 'link.up'; welcome: WelcomeInfo }
-  | { type: 'link.down'; error: FerryError }
+  /**
+   * The connection is gone. `jitter`, uniform in [0, 1), spreads the next retry over half its delay:
+   * chance comes in as data from the world, so the machine stays a function of its events.
+   */
+  | { type: 'link.down'; error: FerryError; jitter: number }
   /** Acknowledgements decoded from one read, in order. */
   | { type: 'server.ack'; acks: { id: number; text: string }[] }
   | { type: 'server.accept'; id: number; offset: number }
@@ -108,7 +112,7 @@ export const clientLink = (resources: ClientLinkResources) => fromCallback<Clien
     upload?.abort.abort(error);
     upload = undefined;
     transport?.destroy();
-    sendBack({ type: 'link.down', error: fatal ?? error });
+    sendBack({ type: 'link.down', error: fatal ?? error, jitter: Math.random() });
   };
 
   let acks: { id: number; text: string }[] = [];

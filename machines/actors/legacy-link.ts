@@ -40,7 +40,7 @@ export const legacyLink = ({ dial }: Pick<ClientLinkResources, 'dial'>) => fromC
     down = true;
     upload?.abort.abort(error);
     transport?.destroy();
-    sendBack({ type: 'link.down', error });
+    sendBack({ type: 'link.down', error, jitter: Math.random() });
   };
 
   // The original server handles one command at a time and reads each with a single recv(), so
