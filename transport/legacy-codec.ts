@@ -1,6 +1,6 @@
 import { ProtocolError } from './errors.js';
 import type { Limits, ServerToken } from './frames.js';
-import type { ReplyEncoder, SessionReply } from './replies.js';
+import { encodeEach, type ReplyEncoder, type SessionReply } from './replies.js';
 
 /**
  * The original Python tool's format (see docs/protocol.md, "The original format"):
@@ -247,6 +247,7 @@ export const legacyReplies: ReplyEncoder = {
         return undefined;
     }
   },
+  encodeAll: (replies) => encodeEach(legacyReplies, replies),
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ export type SessionReply =
 export interface ReplyEncoder {
   /** Bytes to write for this reply, or undefined when the format has nothing to say. */
   encode(reply: SessionReply): Buffer | undefined;
-  /** Several replies as one buffer, the same bytes as `encode` of each in turn; left out, {@link encodeEach} does it. */
-  encodeAll?(replies: readonly SessionReply[]): Buffer | undefined;
+  /** Several replies as one buffer: the same bytes as `encode` of each in turn ({@link encodeEach} does just that). */
+  encodeAll(replies: readonly SessionReply[]): Buffer | undefined;
 }
 
 /** `encode` of each reply, in one buffer; undefined when there is nothing to say. */

@@ -4,7 +4,7 @@ import type { ServerToken, Limits } from '../../transport/frames.js';
 import { detectFormat, type WireFormat } from '../../transport/detect.js';
 import { ServerDecoder, nativeConnectionReplies } from '../../transport/native-codec.js';
 import { LegacyServerDecoder, legacyReplies } from '../../transport/legacy-codec.js';
-import { encodeEach, type ReplyEncoder, type SessionReply } from '../../transport/replies.js';
+import type { ReplyEncoder, SessionReply } from '../../transport/replies.js';
 import type { Transport } from '../../transport/transport.js';
 import { corkUntilLater } from '../../transport/corked-writer.js';
 import { startHeartbeat, type Heartbeat } from '../../transport/heartbeat.js';
@@ -295,7 +295,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
   /** Several replies (the acknowledgements of a batch) as one buffer: one write instead of one each. */
   const writeAll = (replies: SessionReply[]) => {
     if (transport.destroyed || !codec) return;
-    const bytes = codec.replies.encodeAll ? codec.replies.encodeAll(replies) : encodeEach(codec.replies, replies);
+    const bytes = codec.replies.encodeAll(replies);
     if (bytes !== undefined) send(bytes);
   };
   const send = (bytes: Buffer) => {
