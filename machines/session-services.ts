@@ -119,8 +119,7 @@ export function sessionImplementations(services: SessionServices) {
             sendBack({ type: 'peer-gone' });
             return;
           }
-          const { id: _id, ...options } = input;
-          return runSessionConnection({ input: { ...options, transport: link.transport, codecs: services.codecs }, sendBack, receive });
+          return runSessionConnection({ input: { transport: link.transport, codecs: services.codecs, limits: input.limits, heartbeatMs: input.heartbeatMs, idleMs: input.idleMs }, sendBack, receive });
         },
       ),
       fileReceiver: fileReceiverFor(services.store),

@@ -146,8 +146,9 @@ describe('startInspection towards a WebSocket', () => {
     const serverActor = actorNamed((name) => name === 'server');
     const sessionActor = actorNamed((name) => /^session-\d+ 127\.0\.0\.1:\d+$/.test(name));
     const clientActor = actorNamed((name) => name === 'client');
-    // Each session is a root actor of its own (the server's pool starts it), watched by the same inspector.
-    expect(sessionActor.parentId).toBeUndefined();
+    // Each session is a child of the server's session pool, in the server's system: the same inspector sees it.
+    const poolActor = actorNamed((name) => name === 'sessions');
+    expect(sessionActor.parentId).toBe(poolActor.sessionId);
     expect(serverActor.definition).toContain('"listening"'); // the machine definition, for the diagram
 
     for (const actor of [serverActor, sessionActor, clientActor]) expect(snapshotsOf(actor).length).toBeGreaterThan(0);

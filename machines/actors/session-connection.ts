@@ -222,7 +222,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
       for (let i = 0; i < events.length; i++) {
         const event = events[i]!;
         if (event.type === 'hello') {
-          events[i] = { ...event, format: wireFormat };
+          events[i] = { format: wireFormat, ...event };
           helloSeen = true;
         }
       }
