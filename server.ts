@@ -93,6 +93,7 @@ export function createServer(options: ServerOptions = {}): FerryServer {
     journal,
     codecs,
     now: () => Date.now(),
+    ...(options.inspect ? { inspect: options.inspect } : {}),
     ...(options.tls ? { tls: { cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) } } : {}),
     // The token stays in this closure: no machine holds it.
     ...(token !== undefined ? { admission: throttle, answerMatches: (nonce: string, mac: string) => macMatches(token, nonce, mac), newNonce } : {}),

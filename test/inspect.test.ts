@@ -146,8 +146,8 @@ describe('startInspection towards a WebSocket', () => {
     const serverActor = actorNamed((name) => name === 'server');
     const sessionActor = actorNamed((name) => /^session-\d+ 127\.0\.0\.1:\d+$/.test(name));
     const clientActor = actorNamed((name) => name === 'client');
-    // Each session is a child of the server's session pool, in the server's system: the same inspector sees it.
-    const poolActor = actorNamed((name) => name === 'sessions');
+    // Each session is a child of the one actor that holds the server's sessions, watched by the same inspector.
+    const poolActor = actorNamed((name) => name === 'session-pool');
     expect(sessionActor.parentId).toBe(poolActor.sessionId);
     expect(serverActor.definition).toContain('"listening"'); // the machine definition, for the diagram
 

@@ -1,4 +1,4 @@
-import { createActor, fromCallback, type Actor } from 'xstate';
+import { createActor, fromCallback, type Actor, type InspectionEvent, type Observer } from 'xstate';
 import type { Logger } from 'pino';
 import type { Transport } from '../../transport/transport.js';
 import { sessionLogic, type SessionMachine } from '../session.machine.js';
@@ -24,6 +24,8 @@ export type SessionPoolEvent = { type: 'session.ended'; id: string } | { type: '
 export interface SessionPoolServices extends Omit<SessionServices, 'linkOf'> {
   /** A fresh challenge for a connection, when clients must prove they hold the token. */
   newNonce?: () => string;
+  /** Watches every session, as the server's own `inspect` watches the server. */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 
 interface Running {
@@ -32,18 +34,25 @@ interface Running {
 }
 
 /**
- * Runs the server's sessions: one actor (a session machine) per connection, whose parent is the pool.
- * They are not children held in the server machine's snapshot: XState copies that map on every spawn
- * and stop, which made opening n sessions cost n². Here each start and end costs the same, however
- * many run. They are not root actors either: a root actor brings an XState system of its own (its
- * maps, scheduler and closures: a sixth of a session's memory), and the unique key of its first
- * delayed event gave each system's scheduler a new hidden class. As the pool's children they share
- * the server's system, so the server's inspector sees them as the pool's. The pool tells the server
- * when a session ends or fails; the server machine does the counting.
+ * Runs the server's sessions: one actor (a session machine) per connection, watched by the same
+ * inspector as the server. They are not children held in the server machine's snapshot: XState copies
+ * that map on every spawn and stop, which made opening n sessions cost n². Here each start and end
+ * costs the same, however many run. Nor is each a root actor: a root brings an XState system of its
+ * own (its maps, scheduler and closures: a sixth of a session's memory), and the unique key of its
+ * first delayed event gave each system's scheduler a new hidden class. They are the children of one
+ * `session-pool` actor that does nothing but be their parent, so they share its system; it outlives
+ * them, so their done events always find it running. The pool tells the server when a session ends
+ * or fails; the server machine does the counting.
  */
 export function sessionPool(services: SessionPoolServices) {
-  return fromCallback<SessionPoolCommand, SessionPoolInput, SessionPoolEvent>(({ input, sendBack, receive, self }) => {
+  return fromCallback<SessionPoolCommand, SessionPoolInput, SessionPoolEvent>(({ input, sendBack, receive }) => {
     const running = new Map<string, Running>();
+    // Every session's parent. It ignores what it is sent: `subscribe` in `open` deals with a session's end.
+    const home = createActor(
+      fromCallback(() => undefined),
+      { id: 'session-pool', ...(services.inspect ? { inspect: services.inspect } : {}) },
+    );
+    home.start();
     const logic = sessionLogic({ ...services, linkOf: (id) => running.get(id)?.link });
 
     const open = (id: string, transport: Transport) => {
@@ -58,45 +67,45 @@ export function sessionPool(services: SessionPoolServices) {
         ...(input.defaults.authRequired && services.newNonce ? { nonce: services.newNonce() } : {}),
       };
       // Readable in the inspector and in done events: which session, and who is on the other end.
-      const actor = createActor(logic, { id: `${id} ${transport.remote}`, input: settings, parent: self });
+      const actor = createActor(logic, { id: `${id} ${transport.remote}`, input: settings, parent: home });
       running.set(id, { actor, link: { transport, log } });
       actor.subscribe({ complete: () => settle(id), error: (error) => settle(id, error ?? new Error('session failed')) });
       actor.start();
     };
 
     /**
-     * Forgets a session; `drop` also closes its socket and, if the session still runs, tells it that
-     * its connection is gone, so it ends there and then. (XState stops a child only through its parent's
-     * own machinery, and the pool is a callback actor: the session ends itself, as for any lost peer.)
+     * Forgets a session; `drop` also ends it and closes its socket. XState stops a child only through
+     * its parent's own machinery, so a running session is told its connection is gone: it ends as for
+     * any lost peer, and its connection closes the socket as it stops.
      */
     const forget = (id: string, drop: boolean): Running | undefined => {
       const session = running.get(id);
       if (!session) return undefined;
       running.delete(id);
       if (drop) {
-        session.link.transport.destroy();
         if (session.actor.getSnapshot().status === 'active') session.actor.send({ type: 'peer-gone' });
+        // A failed session does not stop its connection: its socket is closed here.
+        else session.link.transport.destroy();
       }
       return session;
     };
 
     const settle = (id: string, error?: unknown) => {
       // A failed actor does not stop its own children, so its connection would keep the socket
-      // open: close it here, so the client sees the session end. (What the session left
+      // open: `forget` closes it, so the client sees the session end. (What the session left
       // half-written is swept up with the expired partials.)
       if (!forget(id, error !== undefined)) return;
       sendBack(error === undefined ? { type: 'session.ended', id } : { type: 'session.failed', id, error });
     };
 
-    // Besides these commands the pool is sent its sessions' own done and error events (it is their
-    // parent); `subscribe` in `open` has already dealt with those.
     receive((event) => {
       if (event.type === 'open') open(event.id, event.transport);
       else if (event.type === 'shutdown') for (const { actor } of running.values()) actor.send({ type: 'shutdown' });
-      else if (event.type === 'stop-all') for (const id of [...running.keys()]) forget(id, true);
+      else for (const id of [...running.keys()]) forget(id, true);
     });
 
     return () => {
+      // `home` is left running: it holds nothing, and the last session's done event may reach it after this.
       for (const id of [...running.keys()]) forget(id, true);
     };
   });
