@@ -7,7 +7,7 @@ import { enqueueActions, fromCallback } from 'xstate';
 import { pino, type Logger } from 'pino';
 import type { FerryError } from '../transport/errors.js';
 import type { Transport } from '../transport/transport.js';
-import { runSessionConnection, nativeOnly, type CodecFactory, type SessionConnectionCommand, type SessionConnectionEvent } from './actors/session-connection.js';
+import { runSessionConnection, nativeOnly, type CodecFactory, type SessionConnectionCommand, type SessionConnectionEvent, type Timers } from './actors/session-connection.js';
 import { fileReceiverFor, type FileSink } from './actors/file-receiver.js';
 import { mediaDispatcher, type MediaOutcome } from './actors/media-dispatch.js';
 import type { SessionContext, SessionEmitted, SessionEvent } from './session.types.js';
@@ -46,6 +46,8 @@ export interface SessionServices {
   /** Shuts out addresses that keep guessing the token. */
   admission?: AuthAdmission;
   now(): number;
+  /** Times each connection's handshake (default: the global timers); tests pass a `SimulatedClock`. */
+  clock?: Timers;
 }
 
 /** Services that connect nothing: the bare machine (diagrams, inspection of the definition) runs on these. */
@@ -112,14 +114,30 @@ export function sessionImplementations(services: SessionServices) {
 
   return {
     actors: {
-      connection: fromCallback<SessionConnectionCommand, { id: string; limits: SessionContext['settings']['limits']; heartbeatMs?: number; idleMs?: number }, SessionConnectionEvent>(
+      connection: fromCallback<
+        SessionConnectionCommand,
+        { id: string; limits: SessionContext['settings']['limits']; handshakeMs: number; heartbeatMs?: number; idleMs?: number },
+        SessionConnectionEvent
+      >(
         ({ input, sendBack, receive }) => {
           const link = services.linkOf(input.id);
           if (!link) {
             sendBack({ type: 'peer-gone' });
             return;
           }
-          return runSessionConnection({ input: { transport: link.transport, codecs: services.codecs, limits: input.limits, heartbeatMs: input.heartbeatMs, idleMs: input.idleMs }, sendBack, receive });
+          return runSessionConnection({
+            input: {
+              transport: link.transport,
+              codecs: services.codecs,
+              limits: input.limits,
+              handshakeMs: input.handshakeMs,
+              heartbeatMs: input.heartbeatMs,
+              idleMs: input.idleMs,
+              ...(services.clock ? { clock: services.clock } : {}),
+            },
+            sendBack,
+            receive,
+          });
         },
       ),
       fileReceiver: fileReceiverFor(services.store),

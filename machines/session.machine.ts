@@ -76,7 +76,6 @@ export const sessionMachine = setup({
   },
   actors: effects.actors,
   delays: {
-    handshakeTimeout: ({ context }) => context.settings.timeouts.handshakeMs,
     authFailureDelay: ({ context }) => context.settings.authFailureDelayMs,
   },
   guards: {
@@ -198,6 +197,8 @@ export const sessionMachine = setup({
     input: ({ context }) => ({
       id: context.settings.id,
       limits: context.settings.limits,
+      // The connection times the handshake: it reports `handshake.expired` unless a welcome went out first.
+      handshakeMs: context.settings.timeouts.handshakeMs,
       ...(context.settings.timeouts.heartbeatMs ? { heartbeatMs: context.settings.timeouts.heartbeatMs } : {}),
       ...(context.settings.timeouts.idleMs ? { idleMs: context.settings.timeouts.idleMs } : {}),
     }),
@@ -220,8 +221,8 @@ export const sessionMachine = setup({
   states: {
     handshaking: {
       description: 'Waiting for the client to say which protocol it speaks.',
-      after: { handshakeTimeout: { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] } },
       on: {
+        'handshake.expired': { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] },
         hello: [
           {
             guard: { type: 'needsToken', params: ({ event }) => ({ format: event.format ?? 'native' }) },
@@ -247,8 +248,8 @@ export const sessionMachine = setup({
     },
     authenticating: {
       description: 'The server wants its token: a challenge went out, waiting for the answer.',
-      after: { handshakeTimeout: { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] } },
       on: {
+        'handshake.expired': { target: 'closing', actions: ['logHandshakeTimeout', 'closeQuietly'] },
         auth: [
           { guard: 'shutOut', target: 'refusing' },
           { guard: { type: 'answerMatches', params: ({ event }) => ({ mac: event.mac }) }, target: 'awaitingHeader', actions: 'replyWelcome' },

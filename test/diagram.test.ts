@@ -241,7 +241,7 @@ describe('toMermaid', () => {
     expect(d.initial.get('receivingFile')).toEqual(['receivingFile_opening']);
     expect(d.final.get('')).toEqual(['closed']);
     const toClosing = d.edges.find((e) => e.from === 'handshaking' && e.to === 'closing');
-    expect(toClosing?.label.split('<br>')).toContain('after handshakeTimeout');
+    expect(toClosing?.label.split('<br>')).toContain('handshake.expired');
     // The machine's own transitions apply in every state.
     expect(d.edges.find((e) => e.from === 'any_state' && e.to === 'closed')?.label).toBe('peer-gone');
   });

@@ -135,11 +135,12 @@ describe('session: handshaking', () => {
     await closeFromClient(h);
   });
 
-  it('cancels the handshake timer once the hello arrived', async () => {
+  it('cancels the handshake timer once the welcome went out: no handshake.expired ever reaches the session', async () => {
     const h = start({ handshakeMs: 500 });
     await h.handshake();
     h.clock.increment(10_000);
     expect(h.value()).toBe('awaitingHeader');
+    expect(h.steps.map((s) => s.event.type)).not.toContain('handshake.expired');
   });
 
   it.each(conversation.filter((c) => c.token !== 'hello'))('refuses $token before the hello with E_UNEXPECTED_FRAME', async ({ token, frame }) => {

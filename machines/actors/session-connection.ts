@@ -50,6 +50,19 @@ export interface SessionConnectionInput {
   heartbeatMs?: number;
   /** A connection that sends nothing for this long (while we are reading) is closed. 0 = never. */
   idleMs?: number;
+  /**
+   * `handshake.expired` is reported this long after the connection opened, unless a welcome went out
+   * first. 0 or absent: never.
+   */
+  handshakeMs?: number;
+  /** Times the handshake (default: the global timers); a test passes XState's `SimulatedClock`. */
+  clock?: Timers;
+}
+
+/** What times a handshake: the shape of XState's `Clock`, which its `SimulatedClock` has too. */
+export interface Timers {
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
 }
 
 type MessageToken = Extract<ServerToken, { type: 'message' }>;
@@ -67,7 +80,9 @@ export type SessionConnectionEvent =
   /** The peer half-closed; `clean` is false when it stopped in the middle of a frame. */
   | { type: 'peer-ended'; clean: boolean }
   /** The connection is gone (closed, reset or destroyed). Sent once, last. */
-  | { type: 'peer-gone'; error?: Error };
+  | { type: 'peer-gone'; error?: Error }
+  /** `handshakeMs` passed since the connection opened and no welcome went out. */
+  | { type: 'handshake.expired' };
 
 /** Where the bytes of an upload can go: the session's file receiver. */
 export interface DataReceiver {
@@ -95,6 +110,8 @@ export interface CallbackParams<Command, Input, Event> {
 }
 
 const CLOSE_GRACE_MS = 5_000;
+/** The global timers (looked up at each call, so fake timers apply). */
+const globalClock: Timers = { setTimeout: (callback, ms) => setTimeout(callback, ms), clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) };
 const ignore = () => {};
 
 type MessagesEvent = { type: 'messages'; messages: MessageToken[] };
@@ -285,9 +302,24 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
 
   transport.on('data', onData).on('end', onEnd).on('close', onClose).on('error', onError).on('drain', onDrain);
 
+  // One plain timer per connection for its handshake, not an XState delayed event: every session
+  // shares one XState system, whose scheduler looks through all pending delayed events each time an
+  // actor stops, so n sessions waiting for their hello made closing them cost n².
+  const clock = input.clock ?? globalClock;
+  let handshakeTimer: unknown = input.handshakeMs ? clock.setTimeout(() => {
+    handshakeTimer = undefined;
+    push([{ type: 'handshake.expired' }]);
+  }, input.handshakeMs) : undefined;
+  const endHandshakeTimer = () => {
+    if (handshakeTimer === undefined) return;
+    clock.clearTimeout(handshakeTimer);
+    handshakeTimer = undefined;
+  };
+
   // Replies made while handling one batch of input leave in one write, when the tick ends.
   const holdWrites = corkUntilLater(transport);
   const write = (reply: SessionReply) => {
+    if (reply.type === 'welcome') endHandshakeTimer();
     if (transport.destroyed || !codec) return;
     const bytes = codec.replies.encode(reply);
     if (bytes !== undefined) send(bytes);
@@ -346,6 +378,7 @@ export function runSessionConnection({ input, sendBack, receive }: CallbackParam
 
   return () => {
     stopped = true;
+    endHandshakeTimer();
     heartbeat?.stop();
     clearInterval(idleCheck);
     transport.off('data', onData).off('end', onEnd).off('error', onError).off('drain', onDrain);

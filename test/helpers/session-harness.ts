@@ -263,6 +263,8 @@ export class SessionHarness {
       log,
       linkOf: () => ({ transport: this.serverEnd, log }),
       now: () => (opts.realClock ? Date.now() : this.clock.now()),
+      // The handshake is timed by the connection, on the same clock as the machine's own delays.
+      ...(opts.realClock ? {} : { clock: this.clock }),
       ...(token !== undefined ? { answerMatches: (nonce: string, mac: string) => macMatches(token, nonce, mac) } : {}),
     });
     const machine = opts.realDispatch ? logic : logic.provide({ actors: { dispatchMedia: this.dispatch.logic } });
