@@ -74,9 +74,10 @@ export function sessionPool(services: SessionPoolServices) {
     };
 
     /**
-     * Forgets a session; `drop` also ends it and closes its socket. XState stops a child only through
-     * its parent's own machinery, so a running session is told its connection is gone: it ends as for
-     * any lost peer, and its connection closes the socket as it stops.
+     * Forgets a session; `drop` also ends it and closes its socket at once. XState stops a child only
+     * through its parent's own machinery, so a running session is told its connection is gone and ends
+     * as for any lost peer. The socket is destroyed either way: a session already closing would give its
+     * peer a few seconds more, and a failed one does not stop its connection at all.
      */
     const forget = (id: string, drop: boolean): Running | undefined => {
       const session = running.get(id);
@@ -84,8 +85,7 @@ export function sessionPool(services: SessionPoolServices) {
       running.delete(id);
       if (drop) {
         if (session.actor.getSnapshot().status === 'active') session.actor.send({ type: 'peer-gone' });
-        // A failed session does not stop its connection: its socket is closed here.
-        else session.link.transport.destroy();
+        session.link.transport.destroy();
       }
       return session;
     };
