@@ -33,6 +33,8 @@ const CHUNK = 256 * 1024;
 const MAX_IN_FLIGHT = 4 * CHUNK;
 /** Read buffers per upload: the chunks the socket may hold, plus one being hashed and one read ahead. */
 const POOL_CHUNKS = MAX_IN_FLIGHT / CHUNK + 2;
+/** Where in its allocation a read buffer starts (see `ChunkPool.take`). */
+const READ_OFFSET = 64;
 
 /**
  * Streams a file as DATA frames: each chunk is read once, hashed once and written behind a 5-byte
@@ -174,7 +176,11 @@ class ChunkPool {
       if (buffer) return buffer;
       if (this.made < this.max) {
         this.made++;
-        return Buffer.allocUnsafeSlow(this.size);
+        // The kernel copies page-aligned file pages into this buffer. On the AMD EPYC machine the
+        // benchmarks run on, that copy was two to three times slower into a buffer starting where
+        // the allocator put it (a fixed offset in a page) than into one starting 16 or more bytes
+        // further on: 1 GiB of reads took 0.9 s of system time against 0.35 s.
+        return Buffer.allocUnsafeSlow(this.size + READ_OFFSET).subarray(READ_OFFSET);
       }
       await whileOpen(transport, signal, (wake) => {
         this.wake = wake;
