@@ -72,13 +72,16 @@ export interface StoreHooks {
   completed(saved: SavedFile): Promise<void>;
   /** The upload no longer needs disk space reserved. */
   release(): void;
+  /** Bytes this upload may hold in memory now, waiting for the disk (see `UploadStore`'s buffer budget). */
+  bufferLimit(): number;
 }
 
 /**
- * Bytes a partial file's write stream buffers before it asks the writer to wait: the most an upload
- * holds in memory while the disk is behind. 4 MiB rather than 1: each pause and resume of reading
- * costs two steps of the session, and larger batches make fewer, larger writes; for a 1 GiB upload
- * this took a quarter off the server's user time (1.8 -> 1.3 s here).
+ * The most one upload holds in memory while the disk is behind, before it asks the writer to wait
+ * (uploads at once share a budget, so each may get less: see `UploadStore`). 4 MiB rather than 1 for
+ * an upload on its own: each pause and resume of reading costs two steps of the session, and larger
+ * batches make fewer, larger writes; for a 1 GiB upload this took a quarter off the server's user
+ * time (1.8 -> 1.3 s here).
  */
 export const WRITE_HIGH_WATER_MARK = 4 * 1024 * 1024;
 
@@ -112,6 +115,14 @@ export class Incoming implements IncomingFile {
   #keep = false;
   #failure: FerryError | undefined;
   #drainListeners: (() => void)[] = [];
+  /** Set when a write found the upload's buffer full; cleared once that write reached the file. */
+  #full = false;
+  readonly #flushed = (err?: Error | null): void => {
+    // A failed write calls back before the stream's 'error' event: the writer must see the failure.
+    if (err) this.#failure ??= storeError(err, 'writing the received file');
+    this.#full = false;
+    this.#runDrainListeners();
+  };
   #finishing: Promise<SavedFile> | undefined;
   #aborting: Promise<void> | undefined;
 
@@ -131,7 +142,6 @@ export class Incoming implements IncomingFile {
       this.#failure ??= storeError(err, 'writing the received file');
       this.#runDrainListeners();
     });
-    this.#stream.on('drain', () => this.#runDrainListeners());
   }
 
   get received(): number {
@@ -172,12 +182,17 @@ export class Incoming implements IncomingFile {
     }
     this.#hash.update(chunk);
     this.#received += chunk.length;
-    return this.#stream.write(chunk);
+    const stream = this.#stream;
+    if (stream.writableLength + chunk.length < this.#store.bufferLimit()) return stream.write(chunk);
+    // Full: the writer waits until this chunk, and so everything before it, is in the file.
+    this.#full = true;
+    stream.write(chunk, this.#flushed);
+    return false;
   }
 
   onDrain(listener: () => void): void {
     if (this.#state === 'aborted') return;
-    if (this.#failure || !this.#stream.writableNeedDrain) {
+    if (this.#failure || !this.#full) {
       // Keep the callback asynchronous in every case, so callers see one behaviour.
       process.nextTick(listener);
       return;

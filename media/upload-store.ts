@@ -30,7 +30,16 @@ export interface UploadStoreOptions {
   root: string;
   /** Largest accepted file in bytes; undefined means only free disk space limits it. */
   maxFileSize?: number;
+  /**
+   * Bytes all uploads together may hold in memory while the disk is behind (default 64 MiB). Each
+   * upload gets an equal share, between 256 KiB and 4 MiB.
+   */
+  bufferBudget?: number;
 }
+
+const DEFAULT_BUFFER_BUDGET = 64 * 1024 * 1024;
+/** The least an upload may buffer however many run at once: four socket reads. */
+const MIN_UPLOAD_BUFFER = 256 * 1024;
 
 /** What a peer announces before sending a file. */
 export interface Offer {
@@ -84,6 +93,13 @@ export class UploadStore {
   /** Stems of partial files being made for uploads that have not started yet. */
   readonly #starting = new Set<string>();
   readonly #freeSpace: FreeSpace;
+  readonly #bufferBudget: number;
+  /**
+   * An upload's share of the buffer budget. Many uploads at once each buffer less: beyond about the
+   * size of the CPU's caches, data waiting for the disk is cold again by the time it is written, and
+   * with 100 uploads of 4 MiB each the server spent twice the pipe's system time copying it.
+   */
+  readonly #bufferLimit = (): number => Math.min(WRITE_HIGH_WATER_MARK, Math.max(MIN_UPLOAD_BUFFER, Math.floor(this.#bufferBudget / Math.max(1, this.#active.size))));
 
   constructor(opts: UploadStoreOptions) {
     if (opts.maxFileSize !== undefined && !(Number.isSafeInteger(opts.maxFileSize) && opts.maxFileSize >= 0)) {
@@ -97,6 +113,10 @@ export class UploadStore {
     this.#stored = new StoredRecords(path.join(this.root, STORED_LOG));
     this.#freeSpace = new FreeSpace(this.root);
     this.#maxFileSize = opts.maxFileSize;
+    if (opts.bufferBudget !== undefined && !(Number.isSafeInteger(opts.bufferBudget) && opts.bufferBudget > 0)) {
+      throw new RangeError(`bufferBudget must be a positive integer, got ${opts.bufferBudget}.`);
+    }
+    this.#bufferBudget = opts.bufferBudget ?? DEFAULT_BUFFER_BUDGET;
   }
 
   /** Creates the root and the folder for partial uploads. Safe to call repeatedly. */
@@ -173,6 +193,7 @@ export class UploadStore {
         place: (temp, wanted) => this.#place(temp, wanted),
         completed: (saved) => this.#stored.remember(saved),
         release: () => this.#active.delete(incoming),
+        bufferLimit: this.#bufferLimit,
       },
     });
     this.#active.add(incoming);
@@ -276,6 +297,7 @@ export class UploadStore {
           this.#active.delete(incoming);
           if (this.#byKey.get(key) === incoming) this.#byKey.delete(key);
         },
+        bufferLimit: this.#bufferLimit,
       },
     });
     try {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../transport/errors.js';
-import { CompletedIncoming, hashFilePrefix, Incoming, type SavedFile, type StoreHooks } from '../media/incoming-file.js';
+import { CompletedIncoming, hashFilePrefix, Incoming, WRITE_HIGH_WATER_MARK, type SavedFile, type StoreHooks } from '../media/incoming-file.js';
 import { checkKey, PartialRecords } from '../media/partial-records.js';
 import { SpareFile } from '../media/spare-file.js';
 import { StoredRecords } from '../media/stored-records.js';
@@ -33,6 +33,7 @@ function incoming(dir: string, size: number, opts: { metaPath?: string } = {}) {
     },
     completed: async (saved) => void calls.completed.push(saved),
     release: () => void calls.released++,
+    bufferLimit: () => WRITE_HIGH_WATER_MARK,
   };
   const file = new Incoming({
     name: 'f.bin',

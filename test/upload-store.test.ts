@@ -74,6 +74,26 @@ describe('UploadStore', () => {
     await file.finish(sha256(data));
   });
 
+  it('shares its buffer budget among the uploads under way, so each holds less in memory when many run', async () => {
+    const KiB = 1024;
+    const root = tempDir();
+    const store = new UploadStore({ root, bufferBudget: 1024 * KiB });
+    const data = content(256 * KiB + 300 * KiB + 600 * KiB);
+    const [first, second, third] = [data.subarray(0, 256 * KiB), data.subarray(256 * KiB, 556 * KiB), data.subarray(556 * KiB)];
+    const a = await store.begin({ name: 'a.bin', size: data.length });
+    const b = await store.begin({ name: 'b.bin', size: 10 });
+    // Two uploads: 512 KiB each, so the second write finds the first still waiting for the disk.
+    expect(a.write(first)).toBe(true);
+    expect(a.write(second)).toBe(false);
+    await new Promise<void>((resolve) => a.onDrain(resolve));
+    await b.abort();
+    // Alone now, it may hold the whole budget; under the old share of 512 KiB this write would wait.
+    expect(a.write(third)).toBe(true);
+    const saved = await a.finish(sha256(data));
+    expect(fs.readFileSync(saved.path).equals(data)).toBe(true);
+    expect(() => new UploadStore({ root, bufferBudget: 0 })).toThrow(RangeError);
+  });
+
   it('stores an empty file', async () => {
     const root = tempDir();
     const store = new UploadStore({ root });
