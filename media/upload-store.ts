@@ -32,7 +32,7 @@ export interface UploadStoreOptions {
   maxFileSize?: number;
   /**
    * Bytes all uploads together may hold in memory while the disk is behind (default 64 MiB). Each
-   * upload gets an equal share, between 256 KiB and 4 MiB.
+   * upload gets an equal share, between 256 KiB and 4 MiB; offers still being set up count too.
    */
   bufferBudget?: number;
 }
@@ -99,7 +99,10 @@ export class UploadStore {
    * size of the CPU's caches, data waiting for the disk is cold again by the time it is written, and
    * with 100 uploads of 4 MiB each the server spent twice the pipe's system time copying it.
    */
-  readonly #bufferLimit = (): number => Math.min(WRITE_HIGH_WATER_MARK, Math.max(MIN_UPLOAD_BUFFER, Math.floor(this.#bufferBudget / Math.max(1, this.#active.size))));
+  readonly #bufferLimit = (): number =>
+    Math.min(WRITE_HIGH_WATER_MARK, Math.max(MIN_UPLOAD_BUFFER, Math.floor(this.#bufferBudget / Math.max(1, this.#active.size + this.#beginning))));
+  /** Offers being set up (`begin` not yet settled). */
+  #beginning = 0;
 
   constructor(opts: UploadStoreOptions) {
     if (opts.maxFileSize !== undefined && !(Number.isSafeInteger(opts.maxFileSize) && opts.maxFileSize >= 0)) {
@@ -143,6 +146,17 @@ export class UploadStore {
    *   wrong form).
    */
   async begin(offer: Offer): Promise<IncomingFile> {
+    // An upload counts for the buffer shares from its offer on: when many start together, the first
+    // ones to get going must not take 4 MiB each while the others are still being set up.
+    this.#beginning++;
+    try {
+      return await this.#begin(offer);
+    } finally {
+      this.#beginning--;
+    }
+  }
+
+  async #begin(offer: Offer): Promise<IncomingFile> {
     const name = offer.folders === true ? safeRelativePath(offer.name) : safeName(offer.name);
     const size = offer.size;
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {

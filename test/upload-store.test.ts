@@ -74,19 +74,20 @@ describe('UploadStore', () => {
     await file.finish(sha256(data));
   });
 
-  it('shares its buffer budget among the uploads under way, so each holds less in memory when many run', async () => {
+  it('shares its buffer budget among the uploads under way and those being set up, so each holds less in memory when many run', async () => {
     const KiB = 1024;
     const root = tempDir();
     const store = new UploadStore({ root, bufferBudget: 1024 * KiB });
     const data = content(256 * KiB + 300 * KiB + 600 * KiB);
     const [first, second, third] = [data.subarray(0, 256 * KiB), data.subarray(256 * KiB, 556 * KiB), data.subarray(556 * KiB)];
     const a = await store.begin({ name: 'a.bin', size: data.length });
-    const b = await store.begin({ name: 'b.bin', size: 10 });
-    // Two uploads: 512 KiB each, so the second write finds the first still waiting for the disk.
+    // b's offer is still being set up while a writes, and counts already: 512 KiB each, so the second
+    // write finds the first still waiting for the disk.
+    const starting = store.begin({ name: 'b.bin', size: 10 });
     expect(a.write(first)).toBe(true);
     expect(a.write(second)).toBe(false);
     await new Promise<void>((resolve) => a.onDrain(resolve));
-    await b.abort();
+    await (await starting).abort();
     // Alone now, it may hold the whole budget; under the old share of 512 KiB this write would wait.
     expect(a.write(third)).toBe(true);
     const saved = await a.finish(sha256(data));

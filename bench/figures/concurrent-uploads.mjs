@@ -12,10 +12,12 @@ import {
   kill,
   makeTempDir,
   mb,
+  memoryOf,
   metric,
   pipeScript,
   ratioOf,
   removeTempDir,
+  resetPeakMemory,
   row,
   spawnTracked,
   startFerryServe,
@@ -90,10 +92,15 @@ export async function run(ctx, { clients = bySize(ctx, { smoke: 10, quick: 20, f
     const ferry = await startFerryServe({ uploadDir: inbox });
     const pipe = await startPipeReceiver(pipeIn);
     const s = { ferry: [], pipe: [] };
+    // Peak RSS of each receiver during each batch (since the last reset; over its whole life where
+    // resetting is not allowed).
+    const peak = { ferry: [], pipe: [] };
     for (let i = 0; i < ctx.runs; i++) {
       const order = i % 2 === 0 ? ['pipe', 'ferry'] : ['ferry', 'pipe'];
       for (const kind of order) {
         settleDisk();
+        const receiverPid = (kind === 'ferry' ? ferry : pipe).child.pid;
+        resetPeakMemory(receiverPid);
         const results = kind === 'ferry' ? await ferryBatch(ferry.port, groups, path.join(stateDir, `run${i}`), timeoutMs) : await pipeBatch(pipe.port, groups, timeoutMs);
         if (results.length !== clients) throw new Error(`${kind}: ${results.length} of ${clients} uploads finished`);
         const onDisk = fs.readdirSync(kind === 'ferry' ? inbox : pipeIn).filter((n) => n !== '.ferry').length;
@@ -101,9 +108,11 @@ export async function run(ctx, { clients = bySize(ctx, { smoke: 10, quick: 20, f
         emptyInbox(kind === 'ferry' ? inbox : pipeIn);
         const sum = summarize(results, size);
         s[kind].push(sum);
+        peak[kind].push(memoryOf(receiverPid)?.hwm ?? NaN);
         ctx.log(
           `run ${i + 1}: ${kind.padEnd(5)} ${sum.aggregate.toFixed(0)} MB/s aggregate, ${(sum.wallMs / 1000).toFixed(2)} s, ` +
-            `slowest/fastest ${(sum.slowestMs / 1000).toFixed(2)}/${(sum.fastestMs / 1000).toFixed(2)} s = ${sum.fairness.toFixed(2)}`,
+            `slowest/fastest ${(sum.slowestMs / 1000).toFixed(2)}/${(sum.fastestMs / 1000).toFixed(2)} s = ${sum.fairness.toFixed(2)}, ` +
+            `receiver peak ${mb(peak[kind].at(-1)).toFixed(0)} MB`,
         );
       }
     }
@@ -113,6 +122,7 @@ export async function run(ctx, { clients = bySize(ctx, { smoke: 10, quick: 20, f
     const ratios = {
       'aggregate ferry/pipe': ratioOf(pick('ferry', 'aggregate'), pick('pipe', 'aggregate')),
       'fairness ferry/pipe': ratioOf(pick('ferry', 'fairness'), pick('pipe', 'fairness')),
+      'peak RSS ferry/pipe': ratioOf(peak.ferry, peak.pipe),
     };
     return {
       params: { clients, size, totalMB: mb(clients * size), clientProcesses: groups.length, runs: ctx.runs },
@@ -123,12 +133,15 @@ export async function run(ctx, { clients = bySize(ctx, { smoke: 10, quick: 20, f
         pipeFairness: metric('pipe slowest/fastest', '×', pick('pipe', 'fairness')),
         ferrySlowest: metric('ferry slowest client', 's', pick('ferry', 'slowestMs').map((x) => x / 1000)),
         ferryFastest: metric('ferry fastest client', 's', pick('ferry', 'fastestMs').map((x) => x / 1000)),
+        ferryPeak: metric('ferry serve peak RSS during a batch', 'MB', peak.ferry.map(mb)),
+        pipePeak: metric('pipe receiver peak RSS during a batch', 'MB', peak.pipe.map(mb)),
       },
       ratios,
       targets: [target('aggregate ≥ 0.8 × the pipe', ratios['aggregate ferry/pipe'].value, '>=', 0.8)],
       table: [
         row(`aggregate, ${clients} × ${size / MiB} MiB at once`, 'ferryRate', { baseline: 'pipeRate', ratio: 'aggregate ferry/pipe', target: 0 }),
         row('fairness: slowest / fastest upload', 'ferryFairness', { baseline: 'pipeFairness', ratio: 'fairness ferry/pipe' }),
+        row('receiver peak RSS during a batch', 'ferryPeak', { baseline: 'pipePeak', ratio: 'peak RSS ferry/pipe' }),
       ],
     };
   } finally {

@@ -311,6 +311,19 @@ export function memoryOf(pid) {
   return { rss: field('VmRSS'), hwm: field('VmHWM') };
 }
 
+/**
+ * Resets a process's peak RSS (VmHWM) to its current RSS, so that the next `memoryOf` reports the
+ * peak since now (Linux: writing 5 to /proc/<pid>/clear_refs). False when that is not allowed.
+ */
+export function resetPeakMemory(pid) {
+  try {
+    fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 let clockTicks;
 /** Clock ticks per second, the unit of the CPU times in /proc/<pid>/stat. */
 function ticksPerSecond() {
