@@ -115,12 +115,16 @@ export class Incoming implements IncomingFile {
   #keep = false;
   #failure: FerryError | undefined;
   #drainListeners: (() => void)[] = [];
-  /** Set when a write found the upload's buffer full; cleared once that write reached the file. */
-  #full = false;
+  /**
+   * Writes that found the upload's buffer full and have not reached the file yet (chunks already on
+   * their way keep coming after the writer was told to wait). Writing may go on once none is left.
+   */
+  #fullWrites = 0;
   readonly #flushed = (err?: Error | null): void => {
     // A failed write calls back before the stream's 'error' event: the writer must see the failure.
-    if (err) this.#failure ??= storeError(err, 'writing the received file');
-    this.#full = false;
+    // The stream's own error comes first: a later write's callback only says the stream was destroyed.
+    if (err) this.#failure ??= storeError(this.#stream.errored ?? err, 'writing the received file');
+    if (--this.#fullWrites > 0 && !this.#failure) return;
     this.#runDrainListeners();
   };
   #finishing: Promise<SavedFile> | undefined;
@@ -185,14 +189,14 @@ export class Incoming implements IncomingFile {
     const stream = this.#stream;
     if (stream.writableLength + chunk.length < this.#store.bufferLimit()) return stream.write(chunk);
     // Full: the writer waits until this chunk, and so everything before it, is in the file.
-    this.#full = true;
+    this.#fullWrites++;
     stream.write(chunk, this.#flushed);
     return false;
   }
 
   onDrain(listener: () => void): void {
     if (this.#state === 'aborted') return;
-    if (this.#failure || !this.#full) {
+    if (this.#failure || this.#fullWrites === 0) {
       // Keep the callback asynchronous in every case, so callers see one behaviour.
       process.nextTick(listener);
       return;

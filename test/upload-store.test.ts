@@ -86,10 +86,14 @@ describe('UploadStore', () => {
     const starting = store.begin({ name: 'b.bin', size: 10 });
     expect(a.write(first)).toBe(true);
     expect(a.write(second)).toBe(false);
+    // A chunk already on its way still goes in (and must reach the disk too before writing goes on).
+    expect(a.write(third.subarray(0, 100 * KiB))).toBe(false);
     await new Promise<void>((resolve) => a.onDrain(resolve));
+    // The drain comes once both waiting writes are in the file, not before.
+    expect(fs.statSync((a as { tempPath: string }).tempPath).size).toBe(656 * KiB);
     await (await starting).abort();
     // Alone now, it may hold the whole budget; under the old share of 512 KiB this write would wait.
-    expect(a.write(third)).toBe(true);
+    expect(a.write(third.subarray(100 * KiB))).toBe(true);
     const saved = await a.finish(sha256(data));
     expect(fs.readFileSync(saved.path).equals(data)).toBe(true);
     expect(() => new UploadStore({ root, bufferBudget: 0 })).toThrow(RangeError);
@@ -451,6 +455,26 @@ describe('UploadStore', () => {
     expect(err.code).toBe('E_NO_SPACE');
     expect(visibleFiles(root)).toEqual([]);
     expect(partialFiles(root)).toEqual([]);
+  });
+
+  it('reports a full disk as such even when the next write finds the stream already destroyed', async () => {
+    const root = tempDir();
+    const store = new UploadStore({ root });
+    const file = await store.begin({ name: 'full.bin', size: 2 * WRITE_HIGH_WATER_MARK });
+    type Callback = (err: Error | null) => void;
+    vi.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => {
+      const callback = args[args.length - 1] as Callback;
+      process.nextTick(() => callback(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })));
+    }) as unknown as typeof fs.write);
+    expect(file.write(content(10))).toBe(true);
+    // The failed write has destroyed the stream, but its 'error' event waits for the file to close.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(file.write(content(WRITE_HIGH_WATER_MARK))).toBe(false);
+    await new Promise<void>((resolve) => file.onDrain(resolve));
+    vi.restoreAllMocks();
+    const err = await rejection(file.finish());
+    expect(err.code).toBe('E_NO_SPACE');
+    expect(visibleFiles(root)).toEqual([]);
   });
 
   describe('on a file system without hard links', () => {
