@@ -1,0 +1,26 @@
+// Applies patches/ to the installed dependencies (patch-package), in a checkout of ferry.
+//
+// The one patch today is XState's: on Node 20 (V8 11) an object literal that starts with a spread and
+// then adds properties, as `{ ...defaults, ...options }`, gets a hidden class of its own every time,
+// which costs microseconds and a few hundred bytes per object and makes every later read of it miss
+// the inline caches. XState builds each actor's options, each spawn's children and each invoke that
+// way; the patch builds the same objects with Object.assign. README.md ("Patched dependencies") says more.
+//
+// Where ferry is installed as a dependency of another project, patch-package and patches/ are not
+// there: this does nothing, and XState runs as published (the same behaviour, a little slower).
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+let cli;
+try {
+  cli = createRequire(path.join(root, 'package.json')).resolve('patch-package/index.js');
+} catch {
+  process.exit(0);
+}
+if (!fs.existsSync(path.join(root, 'patches'))) process.exit(0);
+const run = spawnSync(process.execPath, [cli, '--error-on-fail'], { cwd: root, stdio: 'inherit' });
+process.exit(run.status ?? 1);

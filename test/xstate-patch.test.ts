@@ -1,0 +1,50 @@
+/**
+ * The XState patch (patches/, applied by `npm ci`): on Node 20 an object literal that starts with a
+ * spread and then adds properties gets a hidden class of its own every time. Unpatched, XState builds
+ * each actor's options and each spawn's children that way, so no two sessions' actors shared a shape.
+ * Each check runs in a node of its own, where V8's `%HaveSameMap` says whether two objects share one,
+ * for the build node loads by default and for the development build (the one vitest loads).
+ */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+const probe = `
+const { createActor, createMachine, fromCallback, setup } = require('xstate');
+const connection = fromCallback(() => () => undefined);
+const machine = setup({ actors: { connection } }).createMachine({
+  invoke: { id: 'connection', src: 'connection', input: ({ context }) => ({ id: context.id }) },
+  context: ({ input }) => ({ id: input.id }),
+  initial: 'idle',
+  states: { idle: {} },
+});
+const parent = createActor(createMachine({}));
+parent.start();
+// Warm up, as a server does after its first connections.
+const actors = [];
+for (let i = 0; i < 200; i++) actors.push(createActor(machine, { id: 's' + i, input: { id: i }, parent }).start());
+const [a, b] = actors.slice(-2);
+console.log(JSON.stringify({
+  options: %HaveSameMap(a.options, b.options),
+  childOptions: %HaveSameMap(a.getSnapshot().children.connection.options, b.getSnapshot().children.connection.options),
+  children: %HaveSameMap(a.getSnapshot().children, b.getSnapshot().children),
+}));
+`;
+
+function shapes(conditions: string[]): Record<string, boolean> {
+  const run = spawnSync(process.execPath, ['--allow-natives-syntax', ...conditions, '-e', probe], { cwd: root, encoding: 'utf8' });
+  expect(run.stderr).toBe('');
+  expect(run.status).toBe(0);
+  return JSON.parse(run.stdout) as Record<string, boolean>;
+}
+
+describe('XState as installed', () => {
+  it.each([
+    ['the default build', []],
+    ['the development build', ['--conditions=development']],
+  ])('gives every actor of %s options, and every session children, of one shared shape', (_, conditions) => {
+    expect(shapes(conditions)).toEqual({ options: true, childOptions: true, children: true });
+  });
+});
