@@ -40,7 +40,13 @@ function frame(type: number, payload: Buffer): Buffer {
 }
 
 function jsonFrame(type: number, value: object): Buffer {
-  return frame(type, Buffer.from(JSON.stringify(value), 'utf8'));
+  const json = JSON.stringify(value);
+  const length = Buffer.byteLength(json, 'utf8');
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + length);
+  buf[0] = type;
+  buf.writeUInt32BE(length, 1);
+  buf.write(json, FRAME_HEADER_LENGTH, 'utf8');
+  return buf;
 }
 
 /** The bytes of a MESSAGE or MESSAGE_ACK frame before its text. */
