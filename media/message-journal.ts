@@ -1,6 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+/** Numbers the compactions of every journal in this process (for their temporary files' names). */
+let compactions = 0;
+
 interface ClientRecord {
   /** The highest message id handled for this client; its ids only ever grow. */
   high: number;
@@ -121,7 +124,9 @@ export class MessageJournal {
     const now = Date.now();
     for (const [clientId, record] of this.#clients) if (now - record.seenAt > this.#retentionMs) this.#clients.delete(clientId);
     const lines = [...this.#clients].map(([clientId, r]) => `${clientId} ${r.high} ${r.seenAt}\n`).join('');
-    const temp = `${this.#file}.tmp`;
+    // A name of its own: two servers started at once on one upload folder both compact at start-up,
+    // and with a shared name one's rename finds the file already gone.
+    const temp = `${this.#file}.${process.pid}-${++compactions}.tmp`;
     fs.writeFileSync(temp, lines);
     if (this.#fd !== undefined) fs.closeSync(this.#fd);
     fs.renameSync(temp, this.#file);

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -123,5 +124,20 @@ describe('message journal', () => {
         expect(highOnDisk(file, 'journal-client')).toBeGreaterThanOrEqual(id);
       }
     });
+  });
+
+  it('can be opened by several processes at once on one file (servers started together on one upload folder)', async () => {
+    const file = journalFile();
+    const module = path.resolve(import.meta.dirname, '..', 'dist', 'media', 'message-journal.js');
+    // Each open rewrites the file through a temporary one; four processes do it 200 times each, racing.
+    const script = `const { MessageJournal } = await import(${JSON.stringify(module)}); for (let i = 0; i < 200; i++) { const j = new MessageJournal({ file: ${JSON.stringify(file)} }); j.open(); j.record('c' + process.pid, i + 1); j.close(); }`;
+    const runs = Array.from({ length: 4 }, () => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      return new Promise<{ code: number | null; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stderr })));
+    });
+    expect(await Promise.all(runs)).toEqual(Array.from({ length: 4 }, () => ({ code: 0, stderr: '' })));
+    expect(fs.readdirSync(path.dirname(file))).toEqual(['messages.journal']);
   });
 });
