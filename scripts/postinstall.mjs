@@ -1,10 +1,14 @@
 // Applies patches/ to the installed dependencies (patch-package), in a checkout of ferry.
 //
-// The one patch today is XState's: on Node 20 (V8 11) an object literal that starts with a spread and
-// then adds properties, as `{ ...defaults, ...options }`, gets a hidden class of its own every time,
-// which costs microseconds and a few hundred bytes per object and makes every later read of it miss
-// the inline caches. XState builds each actor's options, each spawn's children and each invoke that
-// way; the patch builds the same objects with Object.assign. README.md ("Patched dependencies") says more.
+// The one patch today is XState's, and it changes what XState costs, not what it does:
+// - On Node 20 (V8 11) an object literal that starts with a spread and then adds properties, as
+//   `{ ...defaults, ...options }`, gets a hidden class of its own every time, which costs
+//   microseconds and a few hundred bytes per object and makes every later read of it miss the inline
+//   caches. XState builds each actor's options, each spawn's children and each invoke that way; the
+//   patch builds the same objects with Object.assign.
+// - Every assign copies the snapshot, and the copy computed its state value and tags again from the
+//   active state nodes; a copy with the same nodes now keeps them.
+// README.md ("Patched dependencies") says more.
 //
 // Where ferry is installed as a dependency of another project, patch-package and patches/ are not
 // there: this does nothing, and XState runs as published (the same behaviour, a little slower).

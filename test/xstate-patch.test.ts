@@ -1,9 +1,12 @@
 /**
- * The XState patch (patches/, applied by `npm ci`): on Node 20 an object literal that starts with a
- * spread and then adds properties gets a hidden class of its own every time. Unpatched, XState builds
- * each actor's options and each spawn's children that way, so no two sessions' actors shared a shape.
- * Each check runs in a node of its own, where V8's `%HaveSameMap` says whether two objects share one,
- * for the build node loads by default and for the development build (the one vitest loads).
+ * The XState patch (patches/, applied by `npm ci`).
+ * - On Node 20 an object literal that starts with a spread and then adds properties gets a hidden
+ *   class of its own every time. Unpatched, XState builds each actor's options and each spawn's
+ *   children that way, so no two sessions' actors shared a shape.
+ * - A snapshot copied without a change of state (an assign) keeps its state value and tags instead
+ *   of computing them again from the active state nodes.
+ * Each check runs in a node of its own, where V8's `%HaveSameMap` says whether two objects share a
+ * shape, for the build node loads by default and for the development build (the one vitest loads).
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -12,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 const root = path.resolve(import.meta.dirname, '..');
 
 const probe = `
-const { createActor, createMachine, fromCallback, setup } = require('xstate');
+const { assign, createActor, createMachine, fromCallback, setup } = require('xstate');
 const connection = fromCallback(() => () => undefined);
 const machine = setup({ actors: { connection } }).createMachine({
   invoke: { id: 'connection', src: 'connection', input: ({ context }) => ({ id: context.id }) },
@@ -26,10 +29,16 @@ parent.start();
 const actors = [];
 for (let i = 0; i < 200; i++) actors.push(createActor(machine, { id: 's' + i, input: { id: i }, parent }).start());
 const [a, b] = actors.slice(-2);
+// A step that only assigns keeps the active states, so their value and tags need no recomputing.
+const counter = createActor(createMachine({ context: { n: 0 }, initial: 'on', states: { on: { tags: ['live'], on: { add: { actions: assign({ n: ({ context }) => context.n + 1 }) } } } } })).start();
+const before = counter.getSnapshot();
+counter.send({ type: 'add' });
+const after = counter.getSnapshot();
 console.log(JSON.stringify({
   options: %HaveSameMap(a.options, b.options),
   childOptions: %HaveSameMap(a.getSnapshot().children.connection.options, b.getSnapshot().children.connection.options),
   children: %HaveSameMap(a.getSnapshot().children, b.getSnapshot().children),
+  assignKeepsValueAndTags: after.context.n === 1 && after !== before && after.value === before.value && after.tags === before.tags && after.hasTag('live'),
 }));
 `;
 
@@ -44,7 +53,7 @@ describe('XState as installed', () => {
   it.each([
     ['the default build', []],
     ['the development build', ['--conditions=development']],
-  ])('gives every actor of %s options, and every session children, of one shared shape', (_, conditions) => {
-    expect(shapes(conditions)).toEqual({ options: true, childOptions: true, children: true });
+  ])('gives every actor of %s options, and every session children, of one shared shape, and copies a snapshot without recomputing what did not change', (_, conditions) => {
+    expect(shapes(conditions)).toEqual({ options: true, childOptions: true, children: true, assignKeepsValueAndTags: true });
   });
 });
