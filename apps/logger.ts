@@ -42,35 +42,5 @@ export function createLogger(
     });
     return pino(options, stream);
   }
-  return pino(options, destination === process.stdout ? stdoutLines() : destination);
-}
-
-/** How much JSON log the server holds while stdout is behind, before it drops lines. */
-export const LOG_BUFFER_BYTES = 32 * 1024 * 1024;
-
-/**
- * JSON lines to stdout, written without blocking: lines logged while a write is under way go out
- * together in the next one, so a server under load does not pay a system call per line. What is
- * still buffered is written out when the process exits. A reader that falls more than
- * LOG_BUFFER_BYTES behind loses lines rather than the server's memory; stderr says how many.
- */
-function stdoutLines() {
-  const stream = pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_BYTES });
-  reportDrops(stream, (text) => process.stderr.write(text));
-  return stream;
-}
-
-/**
- * Counts the lines `stream` drops (its 'drop' events) and, a second after the first of a burst,
- * tells `write` how many were lost and what to do about it.
- */
-export function reportDrops(stream: NodeJS.EventEmitter, write: (text: string) => void, delayMs = 1000): void {
-  let dropped = 0;
-  stream.on('drop', () => {
-    if (dropped++ > 0) return;
-    setTimeout(() => {
-      write(`ferry: ${dropped} log line${dropped === 1 ? ' was' : 's were'} dropped because stdout did not keep up; send the log to a file or raise --log-level.\n`);
-      dropped = 0;
-    }, delayMs).unref();
-  });
+  return pino(options, destination === process.stdout ? pino.destination({ dest: 1, sync: true }) : destination);
 }
