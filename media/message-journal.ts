@@ -127,10 +127,20 @@ export class MessageJournal {
     // A name of its own: two servers started at once on one upload folder both compact at start-up,
     // and with a shared name one's rename finds the file already gone.
     const temp = `${this.#file}.${process.pid}-${++compactions}.tmp`;
-    fs.writeFileSync(temp, lines);
-    if (this.#fd !== undefined) fs.closeSync(this.#fd);
-    fs.renameSync(temp, this.#file);
-    this.#fd = fs.openSync(this.#file, 'a');
+    try {
+      fs.writeFileSync(temp, lines);
+      if (this.#fd !== undefined) fs.closeSync(this.#fd);
+      // Closed: a failed rename must not leave a number that a later open() may hand to another file.
+      this.#fd = undefined;
+      fs.renameSync(temp, this.#file);
+    } catch (err) {
+      fs.rmSync(temp, { force: true });
+      // The old journal stays: everything held in memory goes to it with the next flush.
+      for (const clientId of this.#clients.keys()) this.#pending.add(clientId);
+      throw err;
+    } finally {
+      this.#fd ??= fs.openSync(this.#file, 'a');
+    }
     this.#lines = this.#clients.size;
   }
 }
