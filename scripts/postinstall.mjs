@@ -1,6 +1,6 @@
 // Applies patches/ to the installed dependencies (patch-package), in a checkout of ferry.
 //
-// The one patch today is XState's, and it changes what XState costs, not what it does:
+// The one patch today is XState's; it changes what XState costs, and what it computes stays the same:
 // - On Node 20 (V8 11) an object literal that starts with a spread and then adds properties, as
 //   `{ ...defaults, ...options }`, gets a hidden class of its own every time, which costs
 //   microseconds and a few hundred bytes per object and makes every later read of it miss the inline

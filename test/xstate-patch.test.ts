@@ -17,8 +17,12 @@ const root = path.resolve(import.meta.dirname, '..');
 const probe = `
 const { assign, createActor, createMachine, fromCallback, setup } = require('xstate');
 const connection = fromCallback(() => () => undefined);
+// Two invoked children: the second is added to a children map that already holds the first.
 const machine = setup({ actors: { connection } }).createMachine({
-  invoke: { id: 'connection', src: 'connection', input: ({ context }) => ({ id: context.id }) },
+  invoke: [
+    { id: 'connection', src: 'connection', input: ({ context }) => ({ id: context.id }) },
+    { id: 'heartbeat', src: 'connection' },
+  ],
   context: ({ input }) => ({ id: input.id }),
   initial: 'idle',
   states: { idle: {} },
@@ -29,16 +33,30 @@ parent.start();
 const actors = [];
 for (let i = 0; i < 200; i++) actors.push(createActor(machine, { id: 's' + i, input: { id: i }, parent }).start());
 const [a, b] = actors.slice(-2);
-// A step that only assigns keeps the active states, so their value and tags need no recomputing.
-const counter = createActor(createMachine({ context: { n: 0 }, initial: 'on', states: { on: { tags: ['live'], on: { add: { actions: assign({ n: ({ context }) => context.n + 1 }) } } } } })).start();
+// A step that only assigns keeps the active states, so their value and tags need no recomputing; a
+// step that changes state computes them anew.
+const counter = createActor(createMachine({
+  context: { n: 0 },
+  initial: 'on',
+  states: {
+    on: {
+      initial: 'low',
+      states: { low: { tags: ['live'], on: { up: 'high' } }, high: { tags: ['busy'] } },
+      on: { add: { actions: assign({ n: ({ context }) => context.n + 1 }) } },
+    },
+  },
+})).start();
 const before = counter.getSnapshot();
 counter.send({ type: 'add' });
-const after = counter.getSnapshot();
+const added = counter.getSnapshot();
+counter.send({ type: 'up' });
+const moved = counter.getSnapshot();
 console.log(JSON.stringify({
   options: %HaveSameMap(a.options, b.options),
   childOptions: %HaveSameMap(a.getSnapshot().children.connection.options, b.getSnapshot().children.connection.options),
   children: %HaveSameMap(a.getSnapshot().children, b.getSnapshot().children),
-  assignKeepsValueAndTags: after.context.n === 1 && after !== before && after.value === before.value && after.tags === before.tags && after.hasTag('live'),
+  assignKeepsValueAndTags: added.context.n === 1 && added !== before && added.value === before.value && added.tags === before.tags && added.hasTag('live'),
+  transitionRecomputes: moved.value !== added.value && moved.value.on === 'high' && moved.hasTag('busy') && !moved.hasTag('live'),
 }));
 `;
 
@@ -54,6 +72,6 @@ describe('XState as installed', () => {
     ['the default build', []],
     ['the development build', ['--conditions=development']],
   ])('gives every actor of %s options, and every session children, of one shared shape, and copies a snapshot without recomputing what did not change', (_, conditions) => {
-    expect(shapes(conditions)).toEqual({ options: true, childOptions: true, children: true, assignKeepsValueAndTags: true });
+    expect(shapes(conditions)).toEqual({ options: true, childOptions: true, children: true, assignKeepsValueAndTags: true, transitionRecomputes: true });
   });
 });
