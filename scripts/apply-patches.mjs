@@ -1,4 +1,6 @@
-// Applies patches/ to the installed dependencies (patch-package), in a checkout of ferry.
+// Applies patches/ to the installed dependencies (patch-package), in a checkout of ferry. It runs from
+// the `prepare` script, which npm runs after `npm ci` or `npm install` in the checkout and never where
+// ferry is installed as a dependency of another project.
 //
 // The one patch today is XState's; it changes what XState costs, and what it computes stays the same:
 // - On Node 20 (V8 11) an object literal that starts with a spread and then adds properties, as
@@ -10,8 +12,8 @@
 //   active state nodes; a copy with the same nodes now keeps them.
 // README.md ("Patched dependencies") says more.
 //
-// Where ferry is installed as a dependency of another project, patch-package and patches/ are not
-// there: this does nothing, and XState runs as published (the same behaviour, a little slower).
+// Without patch-package or patches/ this does nothing, and XState runs as published (the same
+// behaviour, a little slower).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
