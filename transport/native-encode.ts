@@ -24,18 +24,22 @@ export function preamble(): Buffer {
   return buf;
 }
 
+/** Writes a frame's type and payload length at `at`; returns where the payload goes. */
+function putHead(buf: Buffer, at: number, type: number, length: number): number {
+  buf[at] = type;
+  buf.writeUInt32BE(length, at + 1);
+  return at + FRAME_HEADER_LENGTH;
+}
+
 export function frameHeader(type: number, length: number): Buffer {
   const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH);
-  buf[0] = type;
-  buf.writeUInt32BE(length, 1);
+  putHead(buf, 0, type, length);
   return buf;
 }
 
 function frame(type: number, payload: Buffer): Buffer {
   const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + payload.length);
-  buf[0] = type;
-  buf.writeUInt32BE(payload.length, 1);
-  payload.copy(buf, FRAME_HEADER_LENGTH);
+  payload.copy(buf, putHead(buf, 0, type, payload.length));
   return buf;
 }
 
@@ -43,9 +47,7 @@ function jsonFrame(type: number, value: object): Buffer {
   const json = JSON.stringify(value);
   const length = Buffer.byteLength(json, 'utf8');
   const buf = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + length);
-  buf[0] = type;
-  buf.writeUInt32BE(length, 1);
-  buf.write(json, FRAME_HEADER_LENGTH, 'utf8');
+  buf.write(json, putHead(buf, 0, type, length), 'utf8');
   return buf;
 }
 
@@ -54,9 +56,8 @@ const ID_FRAME_HEAD = FRAME_HEADER_LENGTH + 4;
 
 /** Writes the head of a MESSAGE or MESSAGE_ACK frame whose text takes `length` bytes; returns where the text goes. */
 function putIdHead(buf: Buffer, at: number, type: number, id: number, length: number): number {
-  buf[at] = type;
-  buf.writeUInt32BE(4 + length, at + 1);
-  buf.writeUInt32BE(id, at + FRAME_HEADER_LENGTH);
+  const idAt = putHead(buf, at, type, 4 + length);
+  buf.writeUInt32BE(id, idAt);
   return at + ID_FRAME_HEAD;
 }
 
