@@ -10,6 +10,9 @@
 //   patch builds the same objects with Object.assign.
 // - Every assign copies the snapshot, and the copy computed its state value and tags again from the
 //   active state nodes; a copy with the same nodes now keeps them.
+// - Choosing a transition no longer builds a key string per state node and step, collecting a step's
+//   actions no longer uses flatMap, and looking for eventless transitions no longer builds each
+//   state's list of ancestors.
 // README.md ("Patched dependencies") says more.
 //
 // Without patch-package or patches/ this does nothing, and XState runs as published (the same
