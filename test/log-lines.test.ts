@@ -4,13 +4,14 @@
  * its acknowledgement.
  */
 import { spawnSync } from 'node:child_process';
+import { Writable } from 'node:stream';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { createActor } from 'xstate';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TurnLines } from '../apps/logger.js';
+import { createLogger, TurnLines } from '../apps/logger.js';
 import { nativeOnly } from '../machines/actors/session-connection.js';
 import { sessionLogic } from '../machines/session.machine.js';
 import { defaultMediaApps } from '../media/launcher.js';
@@ -132,5 +133,22 @@ describe('a session with a logger that holds its lines', () => {
     } finally {
       actor.stop();
     }
+  });
+});
+
+describe('the server logger', () => {
+  it('blanks a token, an options token, an error token and a MAC should one ever be logged', () => {
+    let text = '';
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        text += chunk.toString('utf8');
+        done();
+      },
+    });
+    const log = createLogger('info', sink, 'json');
+    log.info({ event: 'x', token: 's3cret-1', options: { token: 's3cret-2' }, err: Object.assign(new Error('e'), { token: 's3cret-3' }), mac: 's3cret-4' }, 'line');
+    log.flush();
+    expect(text).not.toMatch(/s3cret/);
+    expect(JSON.parse(text)).toMatchObject({ token: '[redacted]', options: { token: '[redacted]' }, mac: '[redacted]' });
   });
 });
