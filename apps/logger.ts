@@ -23,8 +23,7 @@ export function createLogger(
   const options = {
     level,
     // Nothing secret belongs in a log line; should a token ever be attached to one, it is blanked.
-    // Exact paths only: a wildcard (`*.token`) doubles what each line and each session's child logger cost.
-    redact: { paths: ['token', 'options.token', 'err.token', 'mac'], censor: '[redacted]' },
+    redact: { paths: ['token', '*.token', 'options.token', 'mac'], censor: '[redacted]' },
     serializers: {
       err: (err: Error & { code?: string }) => (debugging ? pino.stdSerializers.err(err) : { type: err.name, code: err.code, message: err.message }),
     },
@@ -50,49 +49,85 @@ export function createLogger(
 /** Sleeps the thread for `ms` (a full pipe: the reader needs a moment). */
 const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
+/** Destinations holding lines not yet written, for the exit handler. */
+const holding = new Set<TurnLines>();
+let exitHandlerAdded = false;
+
 /**
  * Log lines to a file descriptor, written once per turn of the event loop: what the callbacks of one
  * turn log leaves in one write system call, when the turn is over, instead of one call per line (a
  * server opening thousands of connections logs two lines for each). `flush()` writes what is held at
  * once. pino's `logger.flush()` calls it: a session does so before it acknowledges a message, so a
- * message's line is never behind its acknowledgement. What is left is written when the process exits.
- * A line can only be lost when the process is killed outright in the same turn that logged it.
+ * message's line is never behind its acknowledgement. What is held when the process exits (also on
+ * an uncaught exception or `process.exit()`) is written then; only a process killed outright loses
+ * the lines of its last turn.
+ *
+ * A reader that went away (EPIPE) ends the writing: later lines are dropped, as with any closed
+ * stdout. Any other failure (a full disk, say) is said once on stderr, and writing is tried again with
+ * the next turn's lines.
  */
 export class TurnLines {
   #held: string[] = [];
   #scheduled = false;
+  #closed = false;
+  #reported = new Set<string>();
   readonly #fd: number;
+  readonly #writeOut = () => {
+    this.#scheduled = false;
+    this.flush();
+  };
 
   constructor(fd: number) {
     this.#fd = fd;
-    process.on('exit', () => this.flush());
+    if (!exitHandlerAdded) {
+      exitHandlerAdded = true;
+      process.on('exit', () => {
+        for (const lines of holding) lines.flush();
+      });
+    }
   }
 
   write(line: string): boolean {
+    if (this.#closed) return true;
+    if (this.#held.length === 0) holding.add(this);
     this.#held.push(line);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(this.#writeOut);
     }
     return true;
   }
 
   flush(done?: (error?: Error) => void): void {
-    this.#scheduled = false;
+    let failure: Error | undefined;
     if (this.#held.length > 0) {
       const text = Buffer.from(this.#held.length === 1 ? this.#held[0]! : this.#held.join(''), 'utf8');
       this.#held = [];
-      let at = 0;
-      while (at < text.length) {
-        try {
-          at += fs.writeSync(this.#fd, text, at);
-        } catch (err) {
-          // A non-blocking pipe that is full: wait for its reader. Anything else (a closed pipe) drops the lines.
-          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') break;
+      holding.delete(this);
+      failure = this.#writeAll(text);
+    }
+    done?.(failure);
+  }
+
+  #writeAll(text: Buffer): Error | undefined {
+    for (let at = 0; at < text.length; ) {
+      try {
+        at += fs.writeSync(this.#fd, text, at);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'error';
+        // A non-blocking pipe that is full: wait for its reader.
+        if (code === 'EAGAIN') {
           pause(1);
+          continue;
         }
+        if (code === 'EPIPE') this.#closed = true;
+        else if (!this.#reported.has(code)) {
+          this.#reported.add(code);
+          process.stderr.write(`ferry: log lines could not be written (${(err as Error).message}); they are dropped until writing works again.\n`);
+        }
+        return err as Error;
       }
     }
-    done?.();
+    return undefined;
   }
 }

@@ -109,10 +109,10 @@ export function sessionImplementations(services: SessionServices) {
     // Written down before anything else happens to them (one write for a whole batch): once handled,
     // a message is known as handled, also by a server restarted after a SIGKILL.
     if (fresh.length > 0 && context.clientId !== undefined) services.journal.flush?.();
+    for (const id of resent) log.debug({ event: 'duplicate-message', id }, 'message already handled; acknowledged again');
     // A logger that holds lines back (the CLI's writes once per turn of the event loop) writes them
     // now: the acknowledgements leave after this step, and a message's line must not trail its ack.
-    if (fresh.length > 0) log.flush();
-    for (const id of resent) log.debug({ event: 'duplicate-message', id }, 'message already handled; acknowledged again');
+    log.flush();
   };
 
   return {

@@ -38,6 +38,16 @@ function logFile(): { file: string; fd: number } {
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** A pipe's two descriptors, [read, write]: node has no pipe(2), so a FIFO opened at both ends. */
+function pipeFds(): [number, number] {
+  const fifo = path.join(tempDir(), 'fifo');
+  spawnSync('mkfifo', [fifo]);
+  const read = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const write = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  opened.push(write);
+  return [read, write];
+}
+
 describe('TurnLines', () => {
   it('holds the lines of a turn and writes them, in order, once the turn is over', async () => {
     const { file, fd } = logFile();
@@ -71,13 +81,40 @@ describe('TurnLines', () => {
     expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual({ level: 30, session: 's-1', event: 'message', id: 1, msg: 'message' });
   });
 
-  it('writes the lines still held when the process exits', () => {
-    const module = pathToFileURL(path.join(root, 'dist/apps/logger.js')).href;
-    const script = `const { TurnLines } = await import(${JSON.stringify(module)}); const l = new TurnLines(1); l.write('one\\n'); l.write('two\\n'); process.exit(3);`;
-    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  it('writes the lines still held when the process exits, by process.exit() or an uncaught exception', () => {
+    // Runs the built module (npm test builds first).
+    const module = JSON.stringify(pathToFileURL(path.join(root, 'dist/apps/logger.js')).href);
+    const exits = `const { TurnLines } = await import(${module}); const l = new TurnLines(1); l.write('one\\n'); l.write('two\\n'); process.exit(3);`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', exits], { encoding: 'utf8' });
     expect(run.stderr).toBe('');
     expect(run.status).toBe(3);
     expect(run.stdout).toBe('one\ntwo\n');
+    const throws = `const { TurnLines } = await import(${module}); const l = new TurnLines(1); l.write('before the crash\\n'); setTimeout(() => { throw new Error('boom'); });`;
+    const crashed = spawnSync(process.execPath, ['--input-type=module', '-e', throws], { encoding: 'utf8' });
+    expect(crashed.status).toBe(1);
+    expect(crashed.stderr).toContain('boom');
+    expect(crashed.stdout).toBe('before the crash\n');
+  });
+
+  it('adds one exit handler however many there are', () => {
+    const before = process.listenerCount('exit');
+    for (let i = 0; i < 5; i++) new TurnLines(logFile().fd).write('x\n');
+    expect(process.listenerCount('exit') - before).toBeLessThanOrEqual(1);
+  });
+
+  it('stops writing once the reader is gone, and says nothing of it', () => {
+    const [readEnd, writeEnd] = pipeFds();
+    fs.closeSync(readEnd);
+    const lines = new TurnLines(writeEnd);
+    let failure: Error | undefined;
+    lines.write('lost\n');
+    lines.flush((error) => (failure = error));
+    expect((failure as NodeJS.ErrnoException | undefined)?.code).toBe('EPIPE');
+    // Closed for good: nothing is held, nothing scheduled.
+    lines.write('also lost\n');
+    let second: Error | undefined = new Error('not called');
+    lines.flush((error) => (second = error));
+    expect(second).toBeUndefined();
   });
 });
 
@@ -137,7 +174,7 @@ describe('a session with a logger that holds its lines', () => {
 });
 
 describe('the server logger', () => {
-  it('blanks a token, an options token, an error token and a MAC should one ever be logged', () => {
+  it.each(['info', 'debug'])('at %s, blanks a token, a token one level down and a MAC should one ever be logged', (level) => {
     let text = '';
     const sink = new Writable({
       write(chunk: Buffer, _encoding, done) {
@@ -145,10 +182,10 @@ describe('the server logger', () => {
         done();
       },
     });
-    const log = createLogger('info', sink, 'json');
-    log.info({ event: 'x', token: 's3cret-1', options: { token: 's3cret-2' }, err: Object.assign(new Error('e'), { token: 's3cret-3' }), mac: 's3cret-4' }, 'line');
+    const log = createLogger(level, sink, 'json');
+    log.info({ event: 'x', token: 's3cret-1', settings: { token: 's3cret-2' }, err: Object.assign(new Error('e'), { token: 's3cret-3' }), mac: 's3cret-4' }, 'line');
     log.flush();
     expect(text).not.toMatch(/s3cret/);
-    expect(JSON.parse(text)).toMatchObject({ token: '[redacted]', options: { token: '[redacted]' }, mac: '[redacted]' });
+    expect(JSON.parse(text)).toMatchObject({ token: '[redacted]', settings: { token: '[redacted]' }, mac: '[redacted]' });
   });
 });

@@ -53,7 +53,7 @@ counter.send({ type: 'up' });
 const moved = counter.getSnapshot();
 // Transition selection, which the patch makes cheaper, must choose as before: exact event types
 // before partial descriptors before the wildcard, the innermost state first, both regions of a
-// parallel state in document order, and eventless transitions from an ancestor once its guard holds.
+// parallel state in document order, and of the eventless transitions enabled, the innermost state's.
 const seen = [];
 const note = (what) => () => seen.push(what);
 const picker = createActor(createMachine({
@@ -65,7 +65,11 @@ const picker = createActor(createMachine({
       always: { guard: ({ context }) => context.ready, target: '.c', actions: [assign({ ready: false }), note('left always')] },
       states: {
         a: { on: { 'file.saved': { target: 'b', actions: note('left exact') }, 'file.*': { actions: note('left partial') } } },
-        b: { on: { ready: { actions: [assign({ ready: true }), note('ready')] }, '*': { actions: note('left wildcard') } } },
+        b: {
+          // Both this and the region's eventless transition are enabled once ready: the innermost wins.
+          always: { guard: ({ context }) => context.ready, target: 'c', actions: [assign({ ready: false }), note('b always')] },
+          on: { ready: { actions: [assign({ ready: true }), note('ready')] }, '*': { actions: note('left wildcard') } },
+        },
         c: {},
       },
       on: { 'file.*': { actions: note('left outer partial') } },
@@ -78,7 +82,7 @@ const picker = createActor(createMachine({
 })).start();
 for (const type of ['file.ready', 'file.saved', 'file.failed', 'other', 'ready']) picker.send({ type });
 console.log(JSON.stringify({
-  selection: JSON.stringify(seen) === JSON.stringify(['left partial', 'left exact', 'right exact', 'left wildcard', 'left wildcard', 'ready', 'left always'])
+  selection: JSON.stringify(seen) === JSON.stringify(['left partial', 'left exact', 'right exact', 'left wildcard', 'left wildcard', 'ready', 'b always'])
     && JSON.stringify(picker.getSnapshot().value) === JSON.stringify({ left: 'c', right: 'y' }),
   options: %HaveSameMap(a.options, b.options),
   childOptions: %HaveSameMap(a.getSnapshot().children.connection.options, b.getSnapshot().children.connection.options),
